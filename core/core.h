@@ -35,7 +35,12 @@ void hn_loop_on_signals(void (*on_stop)(void *), void (*on_reload)(void *), void
 int hn_loop_run(void);
 /* Thread-safe: makes hn_loop_run return. */
 void hn_loop_stop(void);
-/* Waits for queued work, joins the pool, frees the base. */
+/* Waits for queued work, joins the pool and runs the completions that came
+ * back to the main loop; work_submit fails from then on. Idempotent. The
+ * node calls it before stopping plugins, so no completion runs against a
+ * plugin's freed state. */
+void hn_loop_drain(void);
+/* hn_loop_drain, then frees timers, signals and the base. */
 void hn_loop_fini(void);
 /* Fills the thread members of the api table (work_submit). */
 void hn_loop_fill_api(hn_api *api);

@@ -206,6 +206,17 @@ static void fill_api(void) {
 
 /* ---- paths ---------------------------------------------------------------- */
 
+/* snprintf for paths: false when the result did not fit. (Through a va_list
+ * so that -Wformat-truncation does not second-guess every call.) */
+static bool pathf(char *out, size_t len, const char *fmt, ...) HN_PRINTF(3, 4);
+static bool pathf(char *out, size_t len, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(out, len, fmt, ap);
+    va_end(ap);
+    return n >= 0 && (size_t)n < len;
+}
+
 static int exe_dir(char *out, size_t len) {
     char buf[PATH_MAX];
     ssize_t n = readlink("/proc/self/exe", buf, sizeof buf - 1);
@@ -216,7 +227,7 @@ static int exe_dir(char *out, size_t len) {
     if (slash == NULL)
         return -1;
     *slash = '\0';
-    snprintf(out, len, "%s", buf);
+    pathf(out, len, "%s", buf);
     return 0;
 }
 
@@ -235,11 +246,11 @@ int hn_node_default_config(char *out, size_t len) {
     if (exe_dir(dir, sizeof dir) == 0) {
         /* build/horde-node -> etc/horde-node.conf in the source tree;
          * PREFIX/bin/horde-node -> PREFIX/etc/horde-node.conf. */
-        snprintf(out, len, "%s/../etc/horde-node.conf", dir);
+        pathf(out, len, "%s/../etc/horde-node.conf", dir);
         if (is_file(out))
             return 0;
     }
-    snprintf(out, len, "%s/etc/horde-node.conf", HN_PREFIX);
+    pathf(out, len, "%s/etc/horde-node.conf", HN_PREFIX);
     return is_file(out) ? 0 : -1;
 }
 
@@ -247,21 +258,21 @@ static int plugin_dir(char *out, size_t len) {
     const hn_node_settings *ns = hn_config_node(g_node.cfg);
     if (ns->plugin_path && ns->plugin_path[0]) {
         if (ns->plugin_path[0] == '/')
-            snprintf(out, len, "%s", ns->plugin_path);
+            pathf(out, len, "%s", ns->plugin_path);
         else
-            snprintf(out, len, "%s/%s", hn_config_dir(g_node.cfg), ns->plugin_path);
+            pathf(out, len, "%s/%s", hn_config_dir(g_node.cfg), ns->plugin_path);
         return 0;
     }
     char dir[PATH_MAX];
     if (exe_dir(dir, sizeof dir) == 0) {
-        snprintf(out, len, "%s/plugins", dir); /* the build tree */
+        pathf(out, len, "%s/plugins", dir); /* the build tree */
         if (is_dir(out))
             return 0;
-        snprintf(out, len, "%s/../lib/horde-node/plugins", dir); /* installed */
+        pathf(out, len, "%s/../lib/horde-node/plugins", dir); /* installed */
         if (is_dir(out))
             return 0;
     }
-    snprintf(out, len, "%s/lib/horde-node/plugins", HN_PREFIX);
+    pathf(out, len, "%s/lib/horde-node/plugins", HN_PREFIX);
     return 0;
 }
 
@@ -455,6 +466,7 @@ static int run_command(int argc, char **argv) {
             return 1;
         }
         int rc = c->fn(argc, argv, c->state);
+        hn_loop_drain();
         stop_plugins();
         return rc;
     }
@@ -467,13 +479,18 @@ static int serve(char *err, size_t errlen) {
     if (start_plugins(err, errlen) != 0)
         return -1;
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    /* The public horde sends Horde-Node: <host>:<port>:<version>. */
+    const char *colon = strrchr(ns->listen, ':');
+    char node_header[320];
+    snprintf(node_header, sizeof node_header, "%.200s:%.10s:%s", ns->name,
+             colon ? colon + 1 : "", HN_VERSION);
     hn_http_config hc = {
         .listen = ns->listen,
         .threads = ns->http_threads > 0 ? (int)ns->http_threads : (int)(cores > 0 ? cores : 1),
         .max_body = (size_t)ns->max_body,
         .max_headers = (size_t)ns->max_headers,
         .timeout_s = (int)ns->timeout,
-        .node_name = ns->name,
+        .node_name = node_header,
     };
     if (hn_http_start(&hc, err, errlen) != 0)
         return -1;
@@ -483,6 +500,7 @@ static int serve(char *err, size_t errlen) {
             api_public_url(), g_node.data_dir);
     hn_loop_run();
     hn_http_stop();
+    hn_loop_drain(); /* before any plugin stops: completions need their state */
     return 0;
 }
 
