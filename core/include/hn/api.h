@@ -148,7 +148,8 @@ typedef struct hn_api {
     const char *(*req_query)(hn_request *req, const char *name);  /* decoded; NULL if absent */
     const char *(*req_header)(hn_request *req, const char *name); /* NULL if absent */
     const char *(*req_client_ip)(hn_request *req);
-    /* Body bytes, NUL-terminated for convenience; owned by the request. */
+    /* Body bytes, NUL-terminated for convenience; owned by the request and
+     * valid until it is answered (also while it is suspended). */
     const void *(*req_body)(hn_request *req, size_t *len);
     /* Parsed JSON body, borrowed (owned by the request). NULL with err set to
      * a 400 (rc BadRequest, or NulByteInPayload) when the body is not JSON.
