@@ -33,6 +33,7 @@ static hn_rc auth_init(hn_plugin *self, const hn_api *api, void *confp, void **s
     int bad = 0;
     bad |= hn_hook_add_http_authenticate(api, self, auth_http_authenticate, a, &auth_last);
     bad |= hn_hook_add_user_lookup(api, self, auth_user_lookup, a, &auth_last);
+    bad |= hn_hook_add_user_ensure(api, self, auth_user_ensure, a, &auth_last);
     bad |= api->route_add(self, HN_GET, "/api/v2/users/{id}", auth_route_user, a);
     bad |= api->route_add(self, HN_GET, "/api/v2/find_user", auth_route_find_user, a);
     if (a->conf->registration) { /* off: not routed at all, so the node answers 404 */

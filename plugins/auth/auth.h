@@ -38,6 +38,7 @@ typedef struct auth_state {
 /* auth_hooks.c */
 hn_hook_http_authenticate_fn auth_http_authenticate;
 hn_hook_user_lookup_fn auth_user_lookup;
+hn_hook_user_ensure_fn auth_user_ensure;
 /* Resolves the apikey header of req through hook http_authenticate (so other
  * plugins' keys count too). HN_OK with *user, or HN_ERROR with err (401). */
 hn_rc auth_resolve(auth_state *a, hn_request *req, hn_user *user, hn_error *err);

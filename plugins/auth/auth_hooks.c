@@ -57,3 +57,40 @@ hn_rc auth_resolve(auth_state *a, hn_request *req, hn_user *user, hn_error *err)
         return auth_invalid_key(a, err);
     return rc == HN_ERROR ? HN_ERROR : HN_OK;
 }
+
+/* user_ensure: find the user of an alias, or make it (the all-in-one node's
+ * local worker runs as such a user). Race-safe across processes: a create
+ * that loses to another creator (NameAlreadyExists) falls back to the find. */
+hn_rc auth_user_ensure(void *state, const char *alias, uint32_t roles, bool new_key,
+                       hn_user *user, char *apikey, size_t apikey_size, hn_error *err) {
+    auth_state *a = state;
+    if (!a->db.vt)
+        return auth_fail(err, 503, "StorageError", "auth: not started");
+    if (apikey == NULL || apikey_size < AUTH_KEY_LEN + 1)
+        return auth_fail(err, 500, "BadRequest", "user_ensure: key buffer too small");
+    apikey[0] = '\0';
+    auth_account acc;
+    char key[AUTH_KEY_LEN + 1] = "";
+    hn_rc rc = auth_users_find_alias(&a->db, alias, &acc, err);
+    if (rc == HN_DECLINED) {
+        auth_new_user nu = {.alias = alias,
+                            .roles = roles,
+                            .concurrency = (int)a->conf->concurrency};
+        rc = auth_users_create(&a->db, &nu, &acc, key, err);
+        if (rc == HN_ERROR && strcmp(err->rc, "NameAlreadyExists") == 0) {
+            new_key = true; /* someone else made it: we never saw its key */
+            rc = auth_users_find_alias(&a->db, alias, &acc, err);
+        } else if (rc == HN_OK) {
+            new_key = false; /* the key made with the user is fresh */
+        }
+    }
+    if (rc != HN_OK)
+        return rc == HN_DECLINED ? auth_fail(err, 500, "StorageError",
+                                             "user_ensure: user vanished while being made")
+                                 : HN_ERROR;
+    if (new_key && auth_users_reset_key(&a->db, acc.user.id, key, err) != HN_OK)
+        return HN_ERROR;
+    *user = acc.user;
+    snprintf(apikey, apikey_size, "%s", key);
+    return HN_OK;
+}

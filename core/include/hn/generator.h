@@ -6,6 +6,8 @@
 #ifndef HN_GENERATOR_H
 #define HN_GENERATOR_H
 
+#include <stddef.h>
+
 #include <jansson.h>
 
 #include "types.h"
@@ -53,7 +55,31 @@ typedef struct hn_generator_vt {
     hn_rc (*load)(void *state, const char *model, hn_error *err);
     hn_rc (*generate)(void *state, const hn_gen_job *job, hn_gen_result *out, hn_error *err);
     void (*result_free)(void *state, hn_gen_result *res);
+
+    /* ---- appended (worker issue); may be absent: check with
+     * HN_GENERATOR_HAS(vt, configure) before calling ---- */
+
+    /* The worker's model decisions. The worker owns model FILES (download,
+     * sha256, folder); the generator only loads them. settings (borrowed),
+     * every key optional:
+     *   "models":  {"<horde model name>": "<absolute checkpoint path>", ...}
+     *              replaces the set the worker gave before; the generator
+     *              serves these names besides its own (models() lists them,
+     *              load/generate find the file by name)
+     *   "vocab":   absolute path of the CLIP vocabulary
+     *              (bpe_simple_vocab_16e6.txt.gz) the worker found or fetched
+     *   "max_models_in_ram", "max_models_in_vram": integers >= 1, how many
+     *              loaded models the generator may keep (it evicts the least
+     *              recently used beyond that)
+     * Called from the worker's threads, possibly while a generate runs on
+     * another thread. Unknown keys are ignored. */
+    hn_rc (*configure)(void *state, const json_t *settings, hn_error *err);
 } hn_generator_vt;
+
+/* True when a generator's table has member `fn` (tables from older builds are
+ * shorter). */
+#define HN_GENERATOR_HAS(vt, fn) \
+    ((vt)->size >= offsetof(hn_generator_vt, fn) + sizeof((vt)->fn) && (vt)->fn != NULL)
 
 #ifdef __cplusplus
 }
