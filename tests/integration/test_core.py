@@ -64,7 +64,7 @@ def test_out_of_range_and_unloaded_section(tmp_path):
 
 def test_missing_plugin_file(tmp_path):
     conf = tmp_path / "n.conf"
-    conf.write_text('load = [\n  "no-such-plugin"\n];\n')
+    conf.write_text('node: { log_level = "warn"; };\nload = [ "no-such-plugin" ];\n')
     r = run("-t", "-c", str(conf), "--data-dir", str(tmp_path / "d"))
     assert r.returncode != 0
     assert "no-such-plugin" in r.stderr and "%s:2" % conf in r.stderr
