@@ -5,6 +5,7 @@ import os
 import signal
 import socket
 import subprocess
+import time
 
 import requests
 
@@ -147,4 +148,7 @@ def test_sighup_keeps_running(make_node):
     node = make_node(load=[HELLO])
     node.proc.send_signal(signal.SIGHUP)
     assert requests.get(node.url + "/api/v2/hello/x", timeout=5).status_code == 200
+    deadline = time.time() + 5  # the log line is written on the main loop
+    while "reload" not in node.read_log() and time.time() < deadline:
+        time.sleep(0.05)
     assert "reload" in node.read_log()
