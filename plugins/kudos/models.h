@@ -1,0 +1,29 @@
+/* kudos: what the kudos rules need from the public horde's image model
+ * reference (stable_diffusion.json): each model's baseline (for the baseline
+ * multipliers of §3.2/§3.3) and its requirements.max_steps (the upfront rule).
+ *
+ * Loaded once at init from config `model_reference`; read-only afterwards, so
+ * any thread may query it. Every query accepts a NULL reference (no file): no
+ * model is known and baselines follow the horde's rules for unknown names. */
+#ifndef KD_MODELS_H
+#define KD_MODELS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+typedef struct kd_model_ref kd_model_ref;
+
+/* NULL with err filled when the file cannot be read or is not a reference. */
+kd_model_ref *kd_model_ref_load(const char *path, char *err, size_t errlen);
+void kd_model_ref_free(kd_model_ref *ref);
+
+/* "stable diffusion 1", "stable_diffusion_xl", "stable_cascade", "flux_1", ...
+ * Unknown names: guessed from a tag in the name ("[SDXL]", "[Flux]", "[Qwen]",
+ * "[ZImage]"), else "stable diffusion 1", as the horde does. Never NULL;
+ * borrowed from ref or static. */
+const char *kd_model_baseline(const kd_model_ref *ref, const char *name);
+
+/* requirements.max_steps of a known model, or `def` when it has none. */
+int kd_model_max_steps(const kd_model_ref *ref, const char *name, int def);
+
+#endif
