@@ -494,3 +494,11 @@ void hn_config_dump_plugin(FILE *out, const hn_conf_spec *spec, const void *conf
         }
     }
 }
+
+int hn_config_where(const hn_config *cfg, const char *path, char *buf, size_t len) {
+    const config_setting_t *s = config_lookup((config_t *)&cfg->lc, path);
+    if (s == NULL)
+        return -1;
+    loc(s, cfg, buf, len);
+    return 0;
+}

@@ -51,6 +51,8 @@ int hn_config_apply(hn_config *cfg, const char *plugin, const hn_conf_spec *spec
 /* Fails if plugins.<name> exists for a name not in `loaded` (NULL-terminated). */
 int hn_config_check_sections(const hn_config *cfg, const char *const *loaded, char *err,
                              size_t errlen);
+/* "file:line" of the setting at `path` ("plugins.worker.api_key"); -1 if absent. */
+int hn_config_where(const hn_config *cfg, const char *path, char *buf, size_t len);
 /* Writes the plugin's effective settings, secrets masked (for -t). */
 void hn_config_dump_plugin(FILE *out, const hn_conf_spec *spec, const void *conf);
 

@@ -181,6 +181,12 @@ static int api_timer_add(hn_plugin *self, unsigned interval_ms, hn_timer_fn *fn,
 
 static const hn_provider *api_provider_get(const char *kind) { return hn_providers_get(kind); }
 
+static int api_conf_where(const char *path, char *buf, size_t len) {
+    if (g_node.cfg == NULL || path == NULL || buf == NULL || len == 0)
+        return -1;
+    return hn_config_where(g_node.cfg, path, buf, len);
+}
+
 static void fill_api(void) {
     hn_api *a = &g_node.api;
     memset(a, 0, sizeof *a);
@@ -200,6 +206,7 @@ static void fill_api(void) {
     a->timer_add = api_timer_add;
     a->hook_handlers = hn_hooks_handlers;
     a->provider_get = api_provider_get;
+    a->conf_where = api_conf_where;
     hn_loop_fill_api(a);
     hn_http_fill_api(a);
 }
@@ -476,6 +483,10 @@ static int run_command(int argc, char **argv) {
 
 static int serve(char *err, size_t errlen) {
     const hn_node_settings *ns = hn_config_node(g_node.cfg);
+    /* Watch signals before anything can be told we are up: a SIGHUP sent
+     * the moment the port answers must reload, not kill (libevent queues
+     * it until the loop runs). */
+    hn_loop_on_signals(on_stop, on_reload, NULL);
     if (start_plugins(err, errlen) != 0)
         return -1;
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
@@ -495,7 +506,6 @@ static int serve(char *err, size_t errlen) {
     if (hn_http_start(&hc, err, errlen) != 0)
         return -1;
     hn_loop_timer_add(1000, tick, NULL);
-    hn_loop_on_signals(on_stop, on_reload, NULL);
     hn_logf(NULL, HN_LOG_INFO, "horde-node %s listening on %s (data in %s)", HN_VERSION,
             api_public_url(), g_node.data_dir);
     hn_loop_run();

@@ -33,7 +33,7 @@ def test_fixture_loads(tmp_path, fixture):
 
 
 @pytest.mark.parametrize("fixture,fragments", [
-    ("new_minor", ["abi_minor is 2", "this node's is 1"]),
+    ("new_minor", ["abi_minor is 3", "this node's is 2"]),
     ("wrong_major", ["abi_major is 2", "this node's is 1"]),
     ("no_magic", ["magic is 0x00000000", "expected 0x484e504c"]),
     ("no_entry", ["does not export hn_plugin_entry()"]),

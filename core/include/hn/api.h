@@ -183,6 +183,12 @@ typedef struct hn_api {
     int (*local_request)(unsigned method, const char *path, const char *const *headers,
                          const void *body, size_t len, int *status, char **resp_body,
                          size_t *resp_len);
+
+    /* ---- added in ABI 1.2 ---- */
+    /* Where a setting is written in the config file, for errors about values
+     * the schema cannot check: path like "plugins.worker.api_key"; writes
+     * "file:line" to buf and returns 0, or -1 when the setting is absent. */
+    int (*conf_where)(const char *path, char *buf, size_t len);
 } hn_api;
 
 /* True when the host's table has member `fn` (for plugins built against a

@@ -16,6 +16,7 @@
  * ABI changelog (bump minor for additions, major for anything else):
  *   1.0  first release: descriptor, api table, hooks.def, providers.
  *   1.1  api: req_post (answer a suspended request from any thread).
+ *   1.2  api: conf_where; hooks: user_ensure; generator: configure.
  */
 #ifndef HN_PLUGIN_H
 #define HN_PLUGIN_H
@@ -30,7 +31,7 @@ extern "C" {
 
 #define HN_PLUGIN_MAGIC 0x484e504cu /* "HNPL" */
 #define HN_ABI_MAJOR 1
-#define HN_ABI_MINOR 1
+#define HN_ABI_MINOR 2
 
 /* Options that change the layout of structs crossing the boundary. The loader
  * refuses a plugin whose signature differs from the host's (nginx's idea). */
