@@ -1,0 +1,149 @@
+/* broker: the job lifecycle on a main-loop timer (§4.4): stale jobs are
+ * aborted and their image re-queued, requests with too many faults fault,
+ * expired requests are deleted with their images, and the queue snapshot
+ * behind queue_position/wait_time is rebuilt. The horde runs its cleanup
+ * every 60 s; ours runs every `lifecycle_interval_ms` (1 s by default), which
+ * is cheap because it walks memory, not tables. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "broker.h"
+
+#define TOO_MANY_ABORTS_MSG                                                                  \
+    "Maintenance mode activated because worker is dropping too many jobs. Please investigate " \
+    "if your performance has been impacted and consider reducing your max_power or your "      \
+    "max_threads"
+
+void br_job_fault(broker *b, br_job *j, bool stale, int64_t now_ms, br_op *op) {
+    br_request *r = j->req;
+    br_job_finish(b, j, BR_JOB_FAULTED);
+    j->aborted = stale;
+    j->finish_ms = now_ms;
+    br_worker *w = j->worker;
+    if (w && stale) {
+        w->uncompleted_jobs++;
+        if (now_ms - w->abort_window_start_ms > 3600 * 1000) {
+            w->abort_window_start_ms = now_ms;
+            w->aborts_in_window = 0;
+        }
+        if (++w->aborts_in_window > b->conf->abort_limit_per_hour && !w->maintenance) {
+            w->maintenance = true;
+            free(w->maintenance_msg);
+            w->maintenance_msg = strdup(TOO_MANY_ABORTS_MSG);
+            b->workers_ver++;
+        }
+        w->dirty = true;
+    }
+    /* the image goes back to the queue while it is still wanted (not after a
+     * cancel, which set jobs to what was finished) */
+    if (r->state == BR_REQ_ACTIVE && r->finished + r->processing + (r->n > 0 ? r->n : 0) < r->jobs)
+        r->n += 1;
+    if (r->restarted > b->conf->max_faults && r->state == BR_REQ_ACTIVE) {
+        /* nothing more will be handed out: report waiting 0 (the horde
+         * leaves n as it was, which shows a faulted request as waiting) */
+        r->state = BR_REQ_FAULTED;
+        r->n = 0;
+    }
+    br_request_requeue(b, r);
+    br_store_job_update(op, j);
+    br_store_request_update(op, r);
+}
+
+static void delete_request_rows(broker *b, br_request *r, br_op *op) {
+    hn_value a[] = {HN_V_INT(r->seq)};
+    br_op_sql(op, "DELETE FROM broker_jobs WHERE request_seq = ?", a, 1);
+    br_op_sql(op, "DELETE FROM broker_requests WHERE seq = ?", a, 1);
+    char key[BR_ID_LEN + 32];
+    if (r->s.has_source) {
+        snprintf(key, sizeof(key), "%s_src", r->id);
+        br_op_remove_image(op, key);
+    }
+    if (r->s.has_mask) {
+        snprintf(key, sizeof(key), "%s_msk", r->id);
+        br_op_remove_image(op, key);
+    }
+    for (int i = 0; i < r->s.n_extra_src; i++) {
+        snprintf(key, sizeof(key), "%s_exsrc%d", r->id, i);
+        br_op_remove_image(op, key);
+    }
+    for (br_job *j = r->jobs_head; j; j = j->rnext) {
+        snprintf(key, sizeof(key), "%s.webp", j->id);
+        br_op_remove_image(op, key);
+    }
+    (void)b;
+}
+
+bool br_flush_dirty(broker *b, br_op *op, int64_t now_ms) {
+    bool wrote = false;
+    size_t i = 0;
+    void *v;
+    while (br_map_next(&b->workers, &i, NULL, &v)) {
+        br_worker *w = v;
+        if (!w->dirty)
+            continue;
+        br_store_worker_save(op, w);
+        w->dirty = false;
+        w->last_saved_ms = now_ms;
+        wrote = true;
+    }
+    i = 0;
+    while (br_map_next(&b->users, &i, NULL, &v)) {
+        br_user *u = v;
+        if (!u->stats_dirty)
+            continue;
+        br_store_user_stats(op, u);
+        u->stats_dirty = false;
+        wrote = true;
+    }
+    return wrote;
+}
+
+void br_lifecycle_tick(void *state) {
+    broker *b = state;
+    if (!b->started)
+        return;
+    int64_t now = br_now_ms();
+    json_t *faults = json_array();
+    br_op *op = br_op_new(b);
+    if (!op || !faults) {
+        br_op_discard(op);
+        json_decref(faults);
+        return;
+    }
+    bool wrote = false;
+    pthread_mutex_lock(&b->lock);
+    /* stale jobs */
+    for (br_job *j = b->inflight_head, *next; j; j = next) {
+        next = j->inext;
+        if (now - j->start_ms <= (int64_t)j->ttl_s * 1000)
+            continue;
+        br_job_fault(b, j, true, now, op);
+        json_array_append_new(faults, json_pack("{s:s, s:s, s:s, s:I, s:b}", "job", j->id,
+                                                "request", j->req->id, "worker",
+                                                j->worker ? j->worker->id : "", "user_id",
+                                                (json_int_t)j->req->user_id, "stale", 1));
+        wrote = true;
+    }
+    /* expired requests, earliest first, from the expiry heap */
+    br_request *r;
+    while ((r = br_request_next_expired(b, now)) != NULL) {
+        delete_request_rows(b, r, op);
+        br_request_drop(b, r);
+        wrote = true;
+    }
+    if (br_flush_dirty(b, op, now))
+        wrote = true;
+    br_queue_snapshot(b);
+    if (wrote)
+        br_op_submit(b, op);
+    pthread_mutex_unlock(&b->lock);
+    if (!wrote)
+        br_op_discard(op);
+    size_t k;
+    json_t *info;
+    json_array_foreach(faults, k, info) {
+        hn_run_job_faulted(b->api, info);
+    }
+    json_decref(faults);
+}

@@ -1,0 +1,13 @@
+# broker: the AI Horde v2 image API. Sources: every plugins/broker/*.c.
+broker_SRCS      := $(wildcard plugins/broker/*.c)
+broker_LIBS      := -lpthread -lm
+# the C unit tests link the pure parts (no api table needed)
+broker_TEST_SRCS := plugins/broker/map.c plugins/broker/util.c plugins/broker/bridge.c \
+                    plugins/broker/image_check.c plugins/broker/model_ref.c \
+                    plugins/broker/validate.c plugins/broker/request.c plugins/broker/price.c \
+                    plugins/broker/index.c
+
+# make bench-broker: a node with a temporary config driven by wrk (see bench/).
+.PHONY: bench-broker
+bench-broker: all
+	@sh plugins/broker/bench/run.sh $(BUILD)
