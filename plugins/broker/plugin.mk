@@ -11,3 +11,4 @@ broker_TEST_SRCS := plugins/broker/map.c plugins/broker/util.c plugins/broker/br
 .PHONY: bench-broker
 bench-broker: all
 	@sh plugins/broker/bench/run.sh $(BUILD)
+BENCH_TARGETS += bench-broker
