@@ -1,0 +1,346 @@
+/* backend.cu - the CUDA backend's lifecycle, memory, transfers and the
+ * library's exported table (hn_sd_cuda_api, see backend/cuda_backend.h). */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend/cuda/internal.h"
+
+#define DEFAULT_WORKSPACE_MB 128
+
+/* ---- errors --------------------------------------------------------------- */
+
+int cu_fail(cuda_backend *cb, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cb->head.base.err, sizeof cb->head.base.err, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+int cu_check(cuda_backend *cb, cudaError_t e, const char *what)
+{
+    if (e == cudaSuccess) return 0;
+    return cu_fail(cb, "%s: %s", what, cudaGetErrorString(e));
+}
+
+int cu_launched(cuda_backend *cb, const char *what)
+{
+    return cu_check(cb, cudaGetLastError(), what);
+}
+
+/* ---- memory ------------------------------------------------------------- */
+
+void *cu_malloc(cuda_backend *cb, size_t bytes)
+{
+    void *p = NULL;
+    if (bytes == 0) bytes = 1;
+    if (cudaMallocFromPoolAsync(&p, bytes, cb->pool, cb->stream) == cudaSuccess) return p;
+    (void)cudaGetLastError();
+    /* The pool keeps freed blocks (release threshold "never"): give them
+     * back to the device and try once more. */
+    if (cudaStreamSynchronize(cb->stream) != cudaSuccess) return NULL;
+    (void)cudaMemPoolTrimTo(cb->pool, 0);
+    if (cudaMallocFromPoolAsync(&p, bytes, cb->pool, cb->stream) == cudaSuccess) return p;
+    (void)cudaGetLastError();
+    return NULL;
+}
+
+void cu_free(cuda_backend *cb, void *p)
+{
+    if (p) (void)cudaFreeAsync(p, cb->stream);
+}
+
+void *cu_workspace(cuda_backend *cb, size_t bytes)
+{
+    if (bytes <= cb->ws_size && cb->ws) return cb->ws;
+    cu_free(cb, cb->ws);
+    cb->ws = cu_malloc(cb, bytes);
+    cb->ws_size = cb->ws ? bytes : 0;
+    if (!cb->ws) cu_fail(cb, "out of GPU memory for %zu MB of scratch", bytes >> 20);
+    return cb->ws;
+}
+
+static float *be_alloc(sd_backend *be, size_t n)
+{
+    cuda_backend *cb = cu_of(be);
+    if (n > SIZE_MAX / sizeof(float)) return NULL;
+    return (float *)cu_malloc(cb, n * sizeof(float));
+}
+
+static void be_release(sd_backend *be, float *p)
+{
+    cu_free(cu_of(be), p);
+}
+
+static void sample_device_memory(cuda_backend *cb)
+{
+    size_t free_b = 0, total_b = 0;
+    if (cudaMemGetInfo(&free_b, &total_b) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return;
+    }
+    cb->device_total = total_b;
+    if (total_b - free_b > cb->device_used_peak) cb->device_used_peak = total_b - free_b;
+}
+
+/* ---- transfers ------------------------------------------------------------ */
+
+static int be_upload(sd_backend *be, const float *host, sd_tensor *t)
+{
+    cuda_backend *cb = cu_of(be);
+    return cu_check(cb, cudaMemcpyAsync(t->data, host, sd_tensor_numel_of(t) * sizeof(float),
+                                        cudaMemcpyHostToDevice, cb->stream),
+                    "upload");
+}
+
+static int be_download(sd_backend *be, const sd_tensor *t, float *host)
+{
+    cuda_backend *cb = cu_of(be);
+    if (cu_check(cb, cudaMemcpyAsync(host, t->data, sd_tensor_numel_of(t) * sizeof(float),
+                                     cudaMemcpyDeviceToHost, cb->stream),
+                 "download"))
+        return -1;
+    sample_device_memory(cb);
+    return cu_check(cb, cudaStreamSynchronize(cb->stream), "download (a queued kernel failed)");
+}
+
+static int be_upload_nchw(sd_backend *be, const float *host, sd_tensor *t)
+{
+    cuda_backend *cb = cu_of(be);
+    size_t n = sd_tensor_numel_of(t);
+    float *tmp = (float *)cu_malloc(cb, n * sizeof(float));
+    if (!tmp) return cu_fail(cb, "out of GPU memory uploading a tensor");
+    int rc = cu_check(cb, cudaMemcpyAsync(tmp, host, n * sizeof(float), cudaMemcpyHostToDevice,
+                                          cb->stream),
+                      "upload");
+    if (rc == 0) rc = cu_nchw_to_nhwc(cb, tmp, t->data, t->n, t->c, t->h * t->w);
+    cu_free(cb, tmp);
+    return rc;
+}
+
+static int be_download_nchw(sd_backend *be, const sd_tensor *t, float *host)
+{
+    cuda_backend *cb = cu_of(be);
+    size_t n = sd_tensor_numel_of(t);
+    float *tmp = (float *)cu_malloc(cb, n * sizeof(float));
+    if (!tmp) return cu_fail(cb, "out of GPU memory downloading a tensor");
+    int rc = cu_nhwc_to_nchw(cb, t->data, tmp, t->n, t->c, t->h * t->w);
+    if (rc == 0)
+        rc = cu_check(cb, cudaMemcpyAsync(host, tmp, n * sizeof(float), cudaMemcpyDeviceToHost,
+                                          cb->stream),
+                      "download");
+    cu_free(cb, tmp);
+    sample_device_memory(cb);
+    if (rc == 0) rc = cu_check(cb, cudaStreamSynchronize(cb->stream), "download (a queued kernel failed)");
+    return rc;
+}
+
+/* ---- lifecycle ------------------------------------------------------------- */
+
+static void be_destroy(sd_backend *be)
+{
+    cuda_backend *cb = cu_of(be);
+    (void)cudaSetDevice(cb->device);
+    if (cb->stream) (void)cudaStreamSynchronize(cb->stream);
+    cu_weights_free(cb);
+    cu_free(cb, cb->ws);
+    cu_free(cb, cb->lt_ws);
+    if (cb->lt) (void)cublasLtDestroy(cb->lt);
+    if (cb->blas) (void)cublasDestroy(cb->blas);
+    if (cb->stream) {
+        (void)cudaStreamSynchronize(cb->stream);
+        (void)cudaStreamDestroy(cb->stream);
+    }
+    /* Tensors the caller never freed keep the pool alive (CUDA defers the
+     * destruction until they are freed); nothing else to do about them. */
+    if (cb->pool) (void)cudaMemPoolDestroy(cb->pool);
+    (void)cudaGetLastError();
+    free(cb);
+}
+
+static int api_synchronize(sd_backend *be)
+{
+    cuda_backend *cb = cu_of(be);
+    sample_device_memory(cb);
+    return cu_check(cb, cudaStreamSynchronize(cb->stream), "synchronize");
+}
+
+static int api_memory(sd_backend *be, sd_cuda_memory *out, bool reset_peak)
+{
+    cuda_backend *cb = cu_of(be);
+    memset(out, 0, sizeof *out);
+    uint64_t used = 0, high = 0;
+    if (cu_check(cb, cudaMemPoolGetAttribute(cb->pool, cudaMemPoolAttrUsedMemCurrent, &used),
+                 "memory pool") ||
+        cu_check(cb, cudaMemPoolGetAttribute(cb->pool, cudaMemPoolAttrUsedMemHigh, &high),
+                 "memory pool"))
+        return -1;
+    sample_device_memory(cb);
+    out->weights = cb->wbytes;
+    out->activations = (size_t)used;
+    out->activations_peak = (size_t)high;
+    size_t free_b = 0, total_b = 0;
+    if (cudaMemGetInfo(&free_b, &total_b) == cudaSuccess) {
+        out->device_used = total_b - free_b;
+        out->device_total = total_b;
+    }
+    (void)cudaGetLastError();
+    out->device_used_peak = cb->device_used_peak;
+    if (reset_peak) {
+        uint64_t zero = 0;
+        (void)cudaMemPoolSetAttribute(cb->pool, cudaMemPoolAttrUsedMemHigh, &zero);
+        (void)cudaMemPoolSetAttribute(cb->pool, cudaMemPoolAttrReservedMemHigh, &zero);
+        cb->device_used_peak = out->device_used;
+    }
+    return 0;
+}
+
+static int api_probe(sd_cuda_info *info, char *err, size_t errlen)
+{
+    int n = 0;
+    cudaError_t e = cudaGetDeviceCount(&n);
+    if (e != cudaSuccess || n <= 0) {
+        if (err && errlen)
+            snprintf(err, errlen, "no CUDA device: %s",
+                     e != cudaSuccess ? cudaGetErrorString(e) : "the driver reports none");
+        (void)cudaGetLastError();
+        return -1;
+    }
+    info->device_count = n;
+    cudaDeviceProp prop;
+    if (cudaGetDeviceProperties(&prop, 0) == cudaSuccess) {
+        snprintf(info->name, sizeof info->name, "%.127s", prop.name);
+        info->cc_major = prop.major;
+        info->cc_minor = prop.minor;
+        info->total_mem = prop.totalGlobalMem;
+    }
+    (void)cudaRuntimeGetVersion(&info->runtime_version);
+    (void)cudaDriverGetVersion(&info->driver_version);
+    (void)cudaGetLastError();
+    return 0;
+}
+
+static void fill_ops(sd_backend_ops *o)
+{
+    memset(o, 0, sizeof *o);
+    o->name = "cuda";
+    o->destroy = be_destroy;
+    o->alloc = be_alloc;
+    o->release = be_release;
+    o->upload_nchw = be_upload_nchw;
+    o->download_nchw = be_download_nchw;
+    o->upload = be_upload;
+    o->download = be_download;
+    o->conv2d = cu_conv2d;
+    o->linear = cu_linear;
+    o->group_norm = cu_group_norm;
+    o->layer_norm = cu_layer_norm;
+    o->attention = cu_attention;
+    o->activation = cu_activation;
+    o->geglu = cu_geglu;
+    o->add = cu_add;
+    o->add_per_channel = cu_add_per_channel;
+    o->concat_channels = cu_concat_channels;
+    o->upsample_nearest2x = cu_upsample_nearest2x;
+    o->timestep_embedding = cu_timestep_embedding;
+    o->embedding = cu_embedding;
+}
+
+static sd_backend *api_create(const sd_cuda_options *opt, char *err, size_t errlen);
+
+#ifdef SD_CUDA_EMU
+#define SD_CUDA_BUILD "emulated on the CPU (backend/cuda/emu)"
+#else
+#define SD_CUDA_BUILD "nvcc, sm_90 + compute_90 PTX"
+#endif
+
+static const sd_cuda_api the_api = {
+    SD_CUDA_API_VERSION,
+    sizeof(sd_backend_ops),
+    sizeof(sd_backend),
+    SD_CUDA_BUILD,
+    api_probe,
+    api_create,
+    api_synchronize,
+    api_memory,
+};
+
+static sd_backend *api_create(const sd_cuda_options *opt, char *err, size_t errlen)
+{
+    int n = 0;
+    cudaError_t e = cudaGetDeviceCount(&n);
+    if (e != cudaSuccess || n <= 0 || opt->device < 0 || opt->device >= n) {
+        if (err && errlen)
+            snprintf(err, errlen, "no CUDA device %d: %s", opt->device,
+                     e != cudaSuccess ? cudaGetErrorString(e)
+                                      : n <= 0 ? "the driver reports none" : "ordinal out of range");
+        (void)cudaGetLastError();
+        return NULL;
+    }
+    cuda_backend *cb = (cuda_backend *)calloc(1, sizeof *cb);
+    if (!cb) {
+        if (err && errlen) snprintf(err, errlen, "cuda backend: out of memory");
+        return NULL;
+    }
+    fill_ops(&cb->ops);
+    cb->head.base.ops = &cb->ops;
+    cb->head.api = &the_api;
+    cb->device = opt->device;
+    cb->precision = opt->precision;
+    cb->ws_limit = (opt->workspace_mb ? opt->workspace_mb : DEFAULT_WORKSPACE_MB) << 20;
+
+    const char *step = "cudaSetDevice";
+    cudaDeviceProp prop;
+    cudaMemPoolProps props;
+    uint64_t never = UINT64_MAX;
+    if ((e = cudaSetDevice(cb->device)) != cudaSuccess) goto cuda_fail;
+    step = "cudaGetDeviceProperties";
+    if ((e = cudaGetDeviceProperties(&prop, cb->device)) != cudaSuccess) goto cuda_fail;
+    cb->sm_count = prop.multiProcessorCount;
+    cb->smem_optin = prop.sharedMemPerBlockOptin;
+    cb->device_total = prop.totalGlobalMem;
+    step = "cudaStreamCreate";
+    if ((e = cudaStreamCreateWithFlags(&cb->stream, cudaStreamNonBlocking)) != cudaSuccess)
+        goto cuda_fail;
+    step = "cudaMemPoolCreate";
+    memset(&props, 0, sizeof props);
+    props.allocType = cudaMemAllocationTypePinned;
+    props.handleTypes = cudaMemHandleTypeNone;
+    props.location.type = cudaMemLocationTypeDevice;
+    props.location.id = cb->device;
+    if ((e = cudaMemPoolCreate(&cb->pool, &props)) != cudaSuccess) goto cuda_fail;
+    /* keep freed blocks: the same shapes come back every step */
+    if ((e = cudaMemPoolSetAttribute(cb->pool, cudaMemPoolAttrReleaseThreshold, &never)) !=
+        cudaSuccess)
+        goto cuda_fail;
+    {
+        cublasStatus_t st = cublasCreate(&cb->blas);
+        if (st == CUBLAS_STATUS_SUCCESS) st = cublasSetStream(cb->blas, cb->stream);
+        if (st != CUBLAS_STATUS_SUCCESS) {
+            if (err && errlen)
+                snprintf(err, errlen, "cuBLAS initialisation failed: %s",
+                         cublasGetStatusString(st));
+            be_destroy(&cb->head.base);
+            return NULL;
+        }
+    }
+    /* cuBLASLt (bias and residual in the GEMM itself); without it the
+     * GEMMs run through cublasGemmEx with a pre-filled output */
+    if (cublasLtCreate(&cb->lt) != CUBLAS_STATUS_SUCCESS) cb->lt = NULL;
+    sample_device_memory(cb);
+    return &cb->head.base;
+
+cuda_fail:
+    if (err && errlen) snprintf(err, errlen, "%s: %s", step, cudaGetErrorString(e));
+    (void)cudaGetLastError();
+    be_destroy(&cb->head.base);
+    return NULL;
+}
+
+extern "C" __attribute__((visibility("default"))) const sd_cuda_api *hn_sd_cuda_api(void)
+{
+    return &the_api;
+}

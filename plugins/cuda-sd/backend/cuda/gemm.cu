@@ -1,0 +1,584 @@
+/* gemm.cu - the GEMM-shaped layers on the GPU: conv2d as im2col + cuBLAS
+ * GEMM over NHWC tensors, and linear layers.
+ *
+ * Output pixels of the whole batch are the GEMM's M rows (M = N*OH*OW);
+ * K = kh*kw*Cin in NHWC patch order, which the reordered weights match
+ * (weights.cu). The patch matrix is built in slices of rows that fit the
+ * workspace (a 512x512 VAE layer would need gigabytes at once), written
+ * directly in the GEMM's input type (fp16 for tensor-core GEMMs), and each
+ * slice's GEMM accumulates into the output rows that were pre-filled with
+ * bias (+ residual) — beta = 1 — so bias and residual cost no extra pass
+ * over the GEMM's result. 1x1 stride-1 convolutions need no patches: the
+ * input rows are the patches (converted to fp16 when the GEMM is fp16).
+ */
+#include "backend/cuda/internal.h"
+
+int cu_gemm_nt(cuda_backend *cb, int M, int N, int K, const void *A, int lda, const void *W,
+               int ldw, bool f16, float beta, float *C, int ldc)
+{
+    const float one = 1.0f;
+    cudaDataType_t t = f16 ? CUDA_R_16F : CUDA_R_32F;
+    cublasComputeType_t ct = f16 || cb->precision == SD_CUDA_PREC_F32
+                                 ? CUBLAS_COMPUTE_32F
+                                 : CUBLAS_COMPUTE_32F_FAST_TF32;
+    /* Row-major C[M,N] = A[M,K] W[N,K]^T is, in cuBLAS's column-major view,
+     * C^T[N,M] = W^T... i.e. op(W)=T (W is K x N column-major), op(A)=N. */
+    cublasStatus_t st = cublasGemmEx(cb->blas, CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, &one, W, t, ldw,
+                                     A, t, lda, &beta, C, CUDA_R_32F, ldc, ct,
+                                     CUBLAS_GEMM_DEFAULT);
+    if (st != CUBLAS_STATUS_SUCCESS)
+        return cu_fail(cb, "cuBLAS GEMM (M=%d N=%d K=%d) failed: %s", M, N, K,
+                       cublasGetStatusString(st));
+    return 0;
+}
+
+/* cuBLASLt's workspace: what its heuristic may use (32 MB is what NVIDIA
+ * suggests for Hopper). */
+#define LT_WORKSPACE ((size_t)32 << 20)
+
+static bool lt_aligned(const void *p) { return ((uintptr_t)p & 255) == 0; }
+
+/* out[M,N] = A16[M,K] W16[N,K]^T + bias (+ C), fp16 inputs, float32
+ * accumulation and output, by cublasLtMatmul with the bias added in its
+ * epilogue and the residual C read by the GEMM itself (beta = 1, C may be
+ * the output), so nothing pre-fills the output: one pass over it instead of
+ * three. Returns 1 where cuBLASLt is missing or has no algorithm for the
+ * shape (the caller falls back to a pre-fill and GemmEx), 0 done, -1 error. */
+static int lt_gemm(cuda_backend *cb, int M, int N, int K, const uint16_t *A, const void *W,
+                   const float *bias, const float *C, float *out)
+{
+    /* the heuristic assumes 256-byte aligned pointers (pool and weight
+     * allocations are); anything else takes the GemmEx path */
+    if (!cb->lt || !lt_aligned(A) || !lt_aligned(W) || !lt_aligned(out) ||
+        (bias && !lt_aligned(bias)) || (C && !lt_aligned(C)))
+        return 1;
+    const int flags = (bias ? 1 : 0) | (C ? 2 : 0);
+    cu_lt_plan *plan = NULL;
+    for (int i = 0; i < cb->lt_nplans; i++) {
+        cu_lt_plan *p = &cb->lt_plans[i];
+        if (p->M == M && p->N == N && p->K == K && p->flags == flags) {
+            plan = p;
+            break;
+        }
+    }
+    if (plan && plan->state == 2) return 1;
+    if (!plan && cb->lt_nplans == CU_LT_PLANS) return 1;   /* table full: GemmEx */
+    if (!cb->lt_ws && !(cb->lt_ws = cu_malloc(cb, LT_WORKSPACE)))
+        return cu_fail(cb, "out of device memory for the cuBLASLt workspace");
+
+    cublasLtMatmulDesc_t op = NULL;
+    cublasLtMatrixLayout_t wl = NULL, al = NULL, cl = NULL;
+    cublasLtMatmulPreference_t pref = NULL;
+    /* Row-major out[M,N] = A[M,K] W[N,K]^T is column-major out^T[N,M] =
+     * op(W)=T (W is K x N column-major, ld K) times A^T (K x M, ld K): the
+     * TN layout, as cu_gemm_nt */
+    const int32_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
+    const int32_t bias_type = CUDA_R_32F;
+    const cublasLtEpilogue_t epi = bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT;
+    const float one = 1.0f, beta = C ? 1.0f : 0.0f;
+    int ret = 1;
+    cublasStatus_t st = cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F);
+    if (st == CUBLAS_STATUS_SUCCESS)
+        st = cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta);
+    if (st == CUBLAS_STATUS_SUCCESS)
+        st = cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb);
+    if (st == CUBLAS_STATUS_SUCCESS)
+        st = cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi);
+    if (st == CUBLAS_STATUS_SUCCESS && bias)
+        st = cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias,
+                                            sizeof bias);
+    if (st == CUBLAS_STATUS_SUCCESS && bias)
+        st = cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_type,
+                                            sizeof bias_type);
+    if (st == CUBLAS_STATUS_SUCCESS)
+        st = cublasLtMatrixLayoutCreate(&wl, CUDA_R_16F, (uint64_t)K, (uint64_t)N, K);
+    if (st == CUBLAS_STATUS_SUCCESS)
+        st = cublasLtMatrixLayoutCreate(&al, CUDA_R_16F, (uint64_t)K, (uint64_t)M, K);
+    if (st == CUBLAS_STATUS_SUCCESS)
+        st = cublasLtMatrixLayoutCreate(&cl, CUDA_R_32F, (uint64_t)N, (uint64_t)M, N);
+    if (st == CUBLAS_STATUS_SUCCESS && !plan) {
+        /* first time for this shape: ask the heuristic once */
+        const uint64_t max_ws = LT_WORKSPACE;
+        cublasLtMatmulHeuristicResult_t res;
+        int found = 0;
+        plan = &cb->lt_plans[cb->lt_nplans++];
+        plan->M = M;
+        plan->N = N;
+        plan->K = K;
+        plan->flags = flags;
+        plan->state = 2;
+        st = cublasLtMatmulPreferenceCreate(&pref);
+        if (st == CUBLAS_STATUS_SUCCESS)
+            st = cublasLtMatmulPreferenceSetAttribute(
+                pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &max_ws, sizeof max_ws);
+        if (st == CUBLAS_STATUS_SUCCESS)
+            st = cublasLtMatmulAlgoGetHeuristic(cb->lt, op, wl, al, cl, cl, pref, 1, &res,
+                                                &found);
+        if (st == CUBLAS_STATUS_SUCCESS && found > 0 && res.workspaceSize <= LT_WORKSPACE) {
+            plan->algo = res.algo;
+            plan->state = 1;
+        }
+        st = CUBLAS_STATUS_SUCCESS;   /* no algorithm: state 2, GemmEx from now on */
+    }
+    if (st == CUBLAS_STATUS_SUCCESS && plan->state == 1) {
+        st = cublasLtMatmul(cb->lt, op, &one, W, wl, A, al, &beta, C ? C : out, cl, out, cl,
+                            &plan->algo, cb->lt_ws, LT_WORKSPACE, cb->stream);
+        if (st == CUBLAS_STATUS_SUCCESS) ret = 0;
+        else plan->state = 2;   /* refused (before touching out): GemmEx for this shape */
+    }
+    if (pref) (void)cublasLtMatmulPreferenceDestroy(pref);
+    if (cl) (void)cublasLtMatrixLayoutDestroy(cl);
+    if (al) (void)cublasLtMatrixLayoutDestroy(al);
+    if (wl) (void)cublasLtMatrixLayoutDestroy(wl);
+    if (op) (void)cublasLtMatmulDescDestroy(op);
+    return ret;
+}
+
+/* out[r, c] = bias[c] + residual[r, c] (either may be NULL). */
+__global__ void gemm_prefill_kernel(float *out, const float *bias, const float *residual,
+                                    int64_t total, int N)
+{
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < total;
+         i += (int64_t)gridDim.x * blockDim.x) {
+        float v = residual ? residual[i] : 0.0f;
+        if (bias) v += bias[i % N];
+        out[i] = v;
+    }
+}
+
+/* The same, 4 columns per thread (N % 4 == 0, 16-byte aligned rows): a
+ * quarter of the index arithmetic (the 64-bit modulo costs more than the
+ * memory access) and 16-byte loads and stores. total4 = total / 4. */
+__global__ void gemm_prefill4_kernel(float4 *out, const float4 *bias, const float4 *residual,
+                                     int64_t total4, int N4)
+{
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < total4;
+         i += (int64_t)gridDim.x * blockDim.x) {
+        float4 v = residual ? residual[i] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        if (bias) {
+            const float4 b = bias[i % N4];
+            v.x += b.x;
+            v.y += b.y;
+            v.z += b.z;
+            v.w += b.w;
+        }
+        out[i] = v;
+    }
+}
+
+__global__ void to_f16_kernel(const float *src, uint16_t *dst, int64_t n)
+{
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+         i += (int64_t)gridDim.x * blockDim.x)
+        dst[i] = cu_f2h(src[i]);
+}
+
+/* 4 values per thread: 16-byte loads, 8-byte stores. n4 = n / 4. */
+__global__ void to_f16x4_kernel(const float4 *src, ushort4 *dst, int64_t n4)
+{
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n4;
+         i += (int64_t)gridDim.x * blockDim.x) {
+        const float4 v = src[i];
+        ushort4 h;
+        h.x = cu_f2h(v.x);
+        h.y = cu_f2h(v.y);
+        h.z = cu_f2h(v.z);
+        h.w = cu_f2h(v.w);
+        dst[i] = h;
+    }
+}
+
+/* Both preparations of a one-slice fp16 GEMM in one launch (one launch
+ * fewer for every linear and 1x1 convolution): items [0, n4) convert the
+ * input to fp16 as to_f16x4_kernel, items [n4, n4 + total4) pre-fill the
+ * output as gemm_prefill4_kernel. */
+__global__ void to_f16x4_prefill4_kernel(const float4 *src, ushort4 *dst, int64_t n4,
+                                         float4 *out, const float4 *bias,
+                                         const float4 *residual, int64_t total4, int N4)
+{
+    const int64_t items = n4 + total4;
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < items;
+         i += (int64_t)gridDim.x * blockDim.x) {
+        if (i < n4) {
+            const float4 v = src[i];
+            ushort4 h;
+            h.x = cu_f2h(v.x);
+            h.y = cu_f2h(v.y);
+            h.z = cu_f2h(v.z);
+            h.w = cu_f2h(v.w);
+            dst[i] = h;
+        } else {
+            const int64_t j = i - n4;
+            float4 v = residual ? residual[j] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+            if (bias) {
+                const float4 b = bias[j % N4];
+                v.x += b.x;
+                v.y += b.y;
+                v.z += b.z;
+                v.w += b.w;
+            }
+            out[j] = v;
+        }
+    }
+}
+
+static inline bool cu_aligned(const void *p, size_t a) { return ((uintptr_t)p & (a - 1)) == 0; }
+
+int cu_to_f16(cuda_backend *cb, const float *src, uint16_t *dst, size_t n)
+{
+    if (n % 4 == 0 && cu_aligned(src, 16) && cu_aligned(dst, 8)) {
+        SD_LAUNCH(to_f16x4_kernel, cu_grid(cb, n / 4, 256), 256, 0, cb->stream,
+                  (const float4 *)src, (ushort4 *)dst, (int64_t)(n / 4));
+    } else {
+        SD_LAUNCH(to_f16_kernel, cu_grid(cb, n, 256), 256, 0, cb->stream, src, dst, (int64_t)n);
+    }
+    return cu_launched(cb, "fp16 conversion");
+}
+
+__device__ static inline int wrap_index(int i, int n)
+{
+    i %= n;
+    return i < 0 ? i + n : i;
+}
+
+struct im2col_geom {
+    int H, W, C;                /* input */
+    int kh, kw, stride, pad_top, pad_left, circular;
+    int oh, ow;                 /* output */
+    int K;                      /* kh*kw*C */
+};
+
+/* One value of the patch matrix: row m (output pixel), column k. */
+template <typename I>
+__device__ static inline float patch_value(const float *x, const im2col_geom g, I m, int k)
+{
+    int ci = k % g.C, tap = k / g.C;
+    int kx = tap % g.kw, ky = tap / g.kw;
+    int plane = g.oh * g.ow;
+    I img = m / plane;
+    int rem = (int)(m % plane);
+    int oy = rem / g.ow, ox = rem % g.ow;
+    int iy = oy * g.stride - g.pad_top + ky;
+    int ix = ox * g.stride - g.pad_left + kx;
+    if (g.circular) {
+        iy = wrap_index(iy, g.H);
+        ix = wrap_index(ix, g.W);
+    } else if (iy < 0 || iy >= g.H || ix < 0 || ix >= g.W) {
+        return 0.0f;
+    }
+    return x[(((int64_t)img * g.H + iy) * g.W + ix) * g.C + ci];
+}
+
+/* Rows [m0, m0+rows) of the patch matrix into col[rows][K], as fp16 bits
+ * (OUT16) or float. VEC: 4 or 8 channels per thread (C % VEC == 0), which
+ * keeps them inside one tap and makes the loads 16 bytes and the stores
+ * 8 (VEC 4) or 16 bytes (VEC 8, fp16 only: 8 halves are one 16-byte store,
+ * and half the index divisions per value). Consecutive threads take
+ * consecutive channel groups of one patch row, so both the reads (NHWC:
+ * channels are contiguous within a tap) and the writes are coalesced.
+ * I: the index type, int where the slice and the output rows fit (always,
+ * in practice: the workspace bounds a slice), as the kernel's cost is its
+ * index divisions and 64-bit ones are several times slower. */
+/* The output pre-fill (bias + residual, float4s) that a one-slice
+ * convolution does in its im2col launch (one launch fewer per conv);
+ * total4 = 0: none. */
+struct conv_fill {
+    float4 *out;
+    const float4 *bias, *residual;
+    int64_t total4;
+    int N4;
+};
+
+template <int OUT16, int VEC, typename I>
+__global__ void im2col_kernel(const float *__restrict__ x, void *__restrict__ col, im2col_geom g,
+                              int64_t m0_, int64_t rows, conv_fill fill)
+{
+    const int kv = g.K / VEC;
+    const I total = (I)(rows * kv), m0 = (I)m0_, items = total + (I)fill.total4;
+    for (I e = (I)blockIdx.x * (I)blockDim.x + (I)threadIdx.x; e < items;
+         e += (I)gridDim.x * (I)blockDim.x) {
+        if (e >= total) {
+            const I j = e - total;
+            float4 v = fill.residual ? fill.residual[j] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+            if (fill.bias) {
+                const float4 b = fill.bias[j % fill.N4];
+                v.x += b.x;
+                v.y += b.y;
+                v.z += b.z;
+                v.w += b.w;
+            }
+            fill.out[j] = v;
+            continue;
+        }
+        I r = e / kv;
+        int k = (int)(e % kv) * VEC;
+        I m = m0 + r;
+        if (VEC == 1) {
+            float v = patch_value(x, g, m, k);
+            if (OUT16) ((uint16_t *)col)[e] = cu_f2h(v);
+            else ((float *)col)[e] = v;
+        } else {
+            /* the 4 channels share one tap: locate it once */
+            int ci = k % g.C, tap = k / g.C;
+            int kx = tap % g.kw, ky = tap / g.kw;
+            int plane = g.oh * g.ow;
+            I img = m / plane;
+            int rem = (int)(m % plane);
+            int oy = rem / g.ow, ox = rem % g.ow;
+            int iy = oy * g.stride - g.pad_top + ky;
+            int ix = ox * g.stride - g.pad_left + kx;
+            float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f), v2 = v;
+            bool inside = true;
+            if (g.circular) {
+                iy = wrap_index(iy, g.H);
+                ix = wrap_index(ix, g.W);
+            } else {
+                inside = iy >= 0 && iy < g.H && ix >= 0 && ix < g.W;
+            }
+            if (inside) {
+                const float *src = x + (((int64_t)img * g.H + iy) * g.W + ix) * g.C + ci;
+                v = *(const float4 *)src;
+                if (VEC == 8) v2 = *(const float4 *)(src + 4);
+            }
+            size_t off = (size_t)r * g.K + k;
+            if (OUT16 && VEC == 8) {
+                uint4 h;
+                h.x = (unsigned)cu_f2h(v.x) | (unsigned)cu_f2h(v.y) << 16;
+                h.y = (unsigned)cu_f2h(v.z) | (unsigned)cu_f2h(v.w) << 16;
+                h.z = (unsigned)cu_f2h(v2.x) | (unsigned)cu_f2h(v2.y) << 16;
+                h.w = (unsigned)cu_f2h(v2.z) | (unsigned)cu_f2h(v2.w) << 16;
+                *(uint4 *)((uint16_t *)col + off) = h;
+            } else if (OUT16) {
+                ushort4 h;
+                h.x = cu_f2h(v.x);
+                h.y = cu_f2h(v.y);
+                h.z = cu_f2h(v.z);
+                h.w = cu_f2h(v.w);
+                *(ushort4 *)((uint16_t *)col + off) = h;
+            } else {
+                *(float4 *)((float *)col + off) = v;
+            }
+        }
+    }
+}
+
+static int launch_im2col(cuda_backend *cb, const float *x, void *col, const im2col_geom &g,
+                         int64_t m0, int64_t rows, bool f16, const conv_fill &fill)
+{
+    bool vec = g.C % 4 == 0;
+    /* 8 channels per thread for fp16 patches (K % 8 == 0 then keeps every
+     * 16-byte store aligned, given 16-byte aligned x and col) */
+    bool vec8 = f16 && g.C % 8 == 0 && cu_aligned(x, 16) && cu_aligned(col, 16);
+    size_t items = (size_t)rows * (size_t)(g.K / (vec8 ? 8 : vec ? 4 : 1)) +
+                   (size_t)fill.total4;
+    unsigned grid = cu_grid(cb, items, 256);
+    /* 32-bit indices when every index, the grid stride's overshoot and the
+     * last output row included, stays below 2^31 */
+    const bool i32 = items + (size_t)grid * 256 < 0x7fffffffu &&
+                     (size_t)(m0 + rows) < 0x7fffffffu;
+    void (*kern)(const float *, void *, im2col_geom, int64_t, int64_t, conv_fill) =
+        i32 ? (f16 ? (vec8  ? im2col_kernel<1, 8, int>
+                      : vec ? im2col_kernel<1, 4, int>
+                            : im2col_kernel<1, 1, int>)
+                   : (vec ? im2col_kernel<0, 4, int> : im2col_kernel<0, 1, int>))
+            : (f16 ? (vec8  ? im2col_kernel<1, 8, int64_t>
+                      : vec ? im2col_kernel<1, 4, int64_t>
+                            : im2col_kernel<1, 1, int64_t>)
+                   : (vec ? im2col_kernel<0, 4, int64_t> : im2col_kernel<0, 1, int64_t>));
+    SD_LAUNCH(kern, grid, 256, 0, cb->stream, x, col, g, m0, rows, fill);
+    return cu_launched(cb, "im2col");
+}
+
+/* Pre-fills out with bias (+ residual); returns the GEMM's beta (0 when
+ * there is nothing to add), or -1 on error. */
+static int prefill(cuda_backend *cb, float *out, const float *bias, const float *residual,
+                   int64_t rows, int N, float *beta)
+{
+    *beta = 0.0f;
+    if (!bias && !residual) return 0;
+    int64_t total = rows * N;
+    if (N % 4 == 0 && cu_aligned(out, 16) && cu_aligned(bias, 16) && cu_aligned(residual, 16)) {
+        SD_LAUNCH(gemm_prefill4_kernel, cu_grid(cb, (size_t)total / 4, 256), 256, 0, cb->stream,
+                  (float4 *)out, (const float4 *)bias, (const float4 *)residual, total / 4, N / 4);
+    } else {
+        SD_LAUNCH(gemm_prefill_kernel, cu_grid(cb, (size_t)total, 256), 256, 0, cb->stream, out,
+                  bias, residual, total, N);
+    }
+    *beta = 1.0f;
+    return cu_launched(cb, "bias/residual");
+}
+
+/* out = A (float32, [M,K]) times W^T + bias (+ residual), in row slices
+ * that fit the workspace; fp16 GEMMs convert each slice first. When the
+ * whole of A is one slice (the usual case) and everything is 16-byte
+ * aligned, the conversion and the bias/residual pre-fill share a launch. */
+static int gemm_rows_sliced(cuda_backend *cb, const float *A, int64_t M, int N, int K,
+                            const void *W, bool f16, const float *bias,
+                            const float *residual, float *out)
+{
+    float beta = 0.0f;
+    int64_t rows = (int64_t)(cb->ws_limit / ((size_t)K * 2));
+    if (rows < 1) rows = 1;
+    if (rows > M) rows = M;
+    if (f16 && rows == M && (bias || residual) && cb->lt) {
+        uint16_t *ws = (uint16_t *)cu_workspace(cb, (size_t)M * K * 2);
+        if (!ws) return -1;
+        if (cu_to_f16(cb, A, ws, (size_t)M * K)) return -1;
+        int r = lt_gemm(cb, (int)M, N, K, ws, W, bias, residual, out);
+        if (r <= 0) return r;
+        if (prefill(cb, out, bias, residual, M, N, &beta)) return -1;
+        return cu_gemm_nt(cb, (int)M, N, K, ws, K, W, K, true, beta, out, N);
+    }
+    if (f16 && rows == M && (bias || residual) && N % 4 == 0 && K % 4 == 0 &&
+        cu_aligned(out, 16) && cu_aligned(bias, 16) && cu_aligned(residual, 16) &&
+        cu_aligned(A, 16)) {
+        uint16_t *ws = (uint16_t *)cu_workspace(cb, (size_t)M * K * 2);
+        if (!ws) return -1;
+        const int64_t n4 = M * K / 4, total4 = M * N / 4;
+        SD_LAUNCH(to_f16x4_prefill4_kernel, cu_grid(cb, (size_t)(n4 + total4), 256), 256, 0,
+                  cb->stream, (const float4 *)A, (ushort4 *)ws, n4, (float4 *)out,
+                  (const float4 *)bias, (const float4 *)residual, total4, N / 4);
+        if (cu_launched(cb, "fp16 conversion + bias/residual")) return -1;
+        return cu_gemm_nt(cb, (int)M, N, K, ws, K, W, K, true, 1.0f, out, N);
+    }
+    if (prefill(cb, out, bias, residual, M, N, &beta)) return -1;
+    if (!f16) {
+        /* float32 inputs are used in place, in slices that keep M an int */
+        const int64_t step = (int64_t)1 << 30;
+        for (int64_t m0 = 0; m0 < M; m0 += step) {
+            int mc = (int)(M - m0 < step ? M - m0 : step);
+            if (cu_gemm_nt(cb, mc, N, K, A + m0 * K, K, W, K, false, beta, out + m0 * N, N))
+                return -1;
+        }
+        return 0;
+    }
+    uint16_t *ws = (uint16_t *)cu_workspace(cb, (size_t)rows * K * 2);
+    if (!ws) return -1;
+    for (int64_t m0 = 0; m0 < M; m0 += rows) {
+        int mc = (int)(M - m0 < rows ? M - m0 : rows);
+        if (cu_to_f16(cb, A + m0 * K, ws, (size_t)mc * K)) return -1;
+        if (cu_gemm_nt(cb, mc, N, K, ws, K, W, K, true, beta, out + m0 * N, N)) return -1;
+    }
+    return 0;
+}
+
+int cu_conv2d(sd_backend *be, const sd_tensor *x, const sd_tensor_info *w,
+              const sd_tensor_info *b, const sd_conv_params *p, const sd_tensor *residual,
+              sd_tensor *out)
+{
+    cuda_backend *cb = cu_of(be);
+    if (!w || w->ndim != 4)
+        return cu_fail(cb, "conv2d: weight '%s' is not 4-D", w ? w->name : "(null)");
+    int cout = (int)w->shape[0], cin = (int)w->shape[1];
+    int kh = (int)w->shape[2], kw = (int)w->shape[3];
+    if (cin != x->c)
+        return cu_fail(cb, "conv2d '%s': input has %d channels, weight expects %d", w->name,
+                       x->c, cin);
+    if (p->stride < 1 || p->pad_top < 0 || p->pad_left < 0 || p->pad_bottom < 0 ||
+        p->pad_right < 0)
+        return cu_fail(cb, "conv2d '%s': bad stride or padding", w->name);
+    if (p->pad_mode == SD_PAD_CIRCULAR &&
+        (p->pad_top > x->h || p->pad_bottom > x->h || p->pad_left > x->w || p->pad_right > x->w))
+        return cu_fail(cb, "conv2d '%s': circular padding larger than the input", w->name);
+    int oh = sd_conv_out_size(x->h, kh, p->stride, p->pad_top, p->pad_bottom);
+    int ow = sd_conv_out_size(x->w, kw, p->stride, p->pad_left, p->pad_right);
+    if (oh < 1 || ow < 1 || out->n != x->n || out->h != oh || out->w != ow || out->c != cout)
+        return cu_fail(cb, "conv2d '%s': output must be [%d,%d,%d,%d], got [%d,%d,%d,%d]",
+                       w->name, x->n, oh, ow, cout, out->n, out->h, out->w, out->c);
+    if (residual && !cu_same_shape(residual, out))
+        return cu_fail(cb, "conv2d '%s': residual shape differs from the output", w->name);
+    if (out->data == x->data)
+        return cu_fail(cb, "conv2d '%s': output must not alias the input", w->name);
+
+    const bool f16 = cu_weight_f16(cb, w);
+    const int taps = kh * kw, K = taps * cin;
+    const int64_t M = (int64_t)x->n * oh * ow;
+    const int kind = taps == 1 ? (f16 ? CU_W_ROWS16 : CU_W_ROWS32)
+                               : (f16 ? CU_W_CONV16 : CU_W_CONV32);
+    const void *W = cu_weight_get(cb, w, kind, (int64_t)cout * K, "conv2d weight");
+    if (!W) return -1;
+    const float *bias = NULL;
+    if (b && !(bias = (const float *)cu_weight_get(cb, b, CU_W_VEC32, cout, "conv2d bias")))
+        return -1;
+    const float *res = residual ? residual->data : NULL;
+    const bool direct = taps == 1 && p->stride == 1 && p->pad_top == 0 && p->pad_left == 0 &&
+                        p->pad_bottom == 0 && p->pad_right == 0;
+    if (direct) return gemm_rows_sliced(cb, x->data, M, cout, K, W, f16, bias, res, out->data);
+
+
+    im2col_geom g;
+    g.H = x->h;
+    g.W = x->w;
+    g.C = cin;
+    g.kh = kh;
+    g.kw = kw;
+    g.stride = p->stride;
+    g.pad_top = p->pad_top;
+    g.pad_left = p->pad_left;
+    g.circular = p->pad_mode == SD_PAD_CIRCULAR;
+    g.oh = oh;
+    g.ow = ow;
+    g.K = K;
+    const size_t esz = f16 ? 2 : 4;
+    int64_t rows = (int64_t)(cb->ws_limit / ((size_t)K * esz));
+    if (rows < 1) rows = 1;
+    if (rows > M) rows = M;
+    void *col = cu_workspace(cb, (size_t)rows * K * esz);
+    if (!col) return -1;
+    /* one slice with float4-aligned rows: the pre-fill rides in the im2col
+     * launch (it is ordered before the GEMM either way) */
+    conv_fill fill = { NULL, NULL, NULL, 0, 1 };
+    float beta = 0.0f;
+    if (f16 && rows == M && cb->lt) {
+        /* one slice: patches, then cuBLASLt adds bias and residual itself */
+        if (launch_im2col(cb, x->data, col, g, 0, M, f16, fill)) return -1;
+        int r = lt_gemm(cb, (int)M, cout, K, (const uint16_t *)col, W, bias, res, out->data);
+        if (r <= 0) return r;
+        if (prefill(cb, out->data, bias, res, M, cout, &beta)) return -1;
+        return cu_gemm_nt(cb, (int)M, cout, K, col, K, W, K, f16, beta, out->data, cout);
+    }
+    if ((bias || res) && rows == M && cout % 4 == 0 && cu_aligned(out->data, 16) &&
+        cu_aligned(bias, 16) && cu_aligned(res, 16)) {
+        fill.out = (float4 *)out->data;
+        fill.bias = (const float4 *)bias;
+        fill.residual = (const float4 *)res;
+        fill.total4 = M * cout / 4;
+        fill.N4 = cout / 4;
+        beta = 1.0f;
+    } else if (prefill(cb, out->data, bias, res, M, cout, &beta)) {
+        return -1;
+    }
+    for (int64_t m0 = 0; m0 < M; m0 += rows) {
+        int mc = (int)(M - m0 < rows ? M - m0 : rows);
+        if (launch_im2col(cb, x->data, col, g, m0, mc, f16, fill)) return -1;
+        fill.total4 = 0;
+        if (cu_gemm_nt(cb, mc, cout, K, col, K, W, K, f16, beta, out->data + m0 * cout, cout))
+            return -1;
+    }
+    return 0;
+}
+
+int cu_linear(sd_backend *be, const sd_tensor *x, const sd_tensor_info *w,
+              const sd_tensor_info *b, const sd_tensor *residual, sd_tensor *out)
+{
+    cuda_backend *cb = cu_of(be);
+    const int K = x->c, N = out->c;
+    const int64_t M = (int64_t)x->n * x->h * x->w;
+    if (M != (int64_t)out->n * out->h * out->w)
+        return cu_fail(cb, "linear '%s': input and output have different row counts",
+                       w ? w->name : "(null)");
+    if (residual && !cu_same_shape(residual, out))
+        return cu_fail(cb, "linear '%s': residual shape differs from the output",
+                       w ? w->name : "(null)");
+    if (out->data == x->data)
+        return cu_fail(cb, "linear '%s': output must not alias the input", w ? w->name : "(null)");
+    const bool f16 = cu_weight_f16(cb, w);
+    const void *W = cu_weight_get(cb, w, f16 ? CU_W_ROWS16 : CU_W_ROWS32, (int64_t)N * K,
+                                  "linear weight");
+    if (!W) return -1;
+    const float *bias = NULL;
+    if (b && !(bias = (const float *)cu_weight_get(cb, b, CU_W_VEC32, N, "linear bias")))
+        return -1;
+    return gemm_rows_sliced(cb, x->data, M, N, K, W, f16, bias,
+                            residual ? residual->data : NULL, out->data);
+}

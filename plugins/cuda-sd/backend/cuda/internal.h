@@ -1,0 +1,231 @@
+/* internal.h - state and helpers shared by the CUDA backend's sources
+ * (backend.cu: lifecycle, memory, transfers; weights.cu: the weight cache;
+ * gemm.cu: conv2d/linear; norm.cu; attention.cu; elementwise.cu).
+ *
+ * Execution model: every op is queued on the backend's one stream and
+ * returns without waiting; download() (and sd_backend_cuda_synchronize)
+ * wait. Activations and scratch come from the backend's own stream-ordered
+ * memory pool (cudaMallocFromPoolAsync), which keeps freed blocks, so a
+ * network pass allocates no device memory after its first run. Weights are
+ * uploaded once and cached by their sd_tensor_info data pointer.
+ */
+#ifndef SD_CUDA_INTERNAL_H
+#define SD_CUDA_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "backend/cuda/compat.h"
+#include "backend/cuda_backend.h"
+#include "backend/ops_math.h"
+#include "engine/half.h"
+
+/* How a cached weight is stored on the device. */
+enum cu_wkind {
+    CU_W_ROWS16 = 0,    /* fp16, the file's element order ([N,K] linear, 1x1 conv) */
+    CU_W_CONV16,        /* fp16, conv reordered to [Cout][kh][kw][Cin] */
+    CU_W_ROWS32,        /* float32, file order */
+    CU_W_CONV32,        /* float32, conv reordered */
+    CU_W_VEC32,         /* float32 vector (bias, norm gamma/beta, positions) */
+    CU_W_TABLE          /* embedding table: fp16 when the file has F16, else float32 */
+};
+
+typedef struct cu_weight {
+    const void *key;             /* sd_tensor_info.data; NULL = empty slot */
+    int kind;
+    void *dev;
+    size_t bytes;                /* device bytes */
+    size_t src_nbytes;
+    unsigned char fp[48];        /* bytes from the start, middle and end of the
+                                    source: a reused address with other
+                                    contents (another model mapped where a
+                                    closed one was) is re-uploaded */
+} cu_weight;
+
+/* One GEMM shape's cuBLASLt algorithm (gemm.cu), found once by the
+ * heuristic: shapes repeat every step, the heuristic costs tens of us. */
+typedef struct cu_lt_plan {
+    int M, N, K, flags;          /* flags: 1 bias epilogue, 2 C (residual) */
+    int state;                   /* 0 free slot, 1 algo found, 2 unsupported */
+    cublasLtMatmulAlgo_t algo;
+} cu_lt_plan;
+#define CU_LT_PLANS 128
+
+typedef struct cuda_backend {
+    sd_cuda_backend_head head;   /* must be first: sd_backend + api table */
+    sd_backend_ops ops;          /* filled at creation; head.base.ops points here */
+    int device;
+    sd_cuda_precision precision;
+    cudaStream_t stream;
+    cublasHandle_t blas;
+    cublasLtHandle_t lt;         /* NULL: cuBLASLt unavailable, GemmEx only */
+    void *lt_ws;                 /* cuBLASLt workspace, allocated on first use */
+    cu_lt_plan lt_plans[CU_LT_PLANS];
+    int lt_nplans;
+    cudaMemPool_t pool;          /* activations and scratch */
+    int sm_count;
+    size_t smem_optin;           /* max dynamic shared memory per block */
+    size_t device_total;
+    size_t device_used_peak;
+    /* weight cache: open addressing on (key, kind) */
+    cu_weight *wtab;
+    size_t wcap, wcount, wbytes;
+    /* scratch for im2col, fp16 copies of GEMM inputs and attention scores */
+    void *ws;
+    size_t ws_size, ws_limit;
+    unsigned flash_ready;        /* bit i: the flash kernel variant i may use
+                                    its shared memory (attribute set) */
+} cuda_backend;
+
+static inline cuda_backend *cu_of(sd_backend *be) { return (cuda_backend *)be; }
+
+/* ---- errors (backend.cu) -------------------------------------------------- */
+int cu_fail(cuda_backend *cb, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* 0 when e is cudaSuccess, else -1 with "<what>: <CUDA message>". */
+int cu_check(cuda_backend *cb, cudaError_t e, const char *what);
+/* After a kernel launch: reports a launch failure as cu_check does. */
+int cu_launched(cuda_backend *cb, const char *what);
+
+/* ---- memory (backend.cu) -------------------------------------------------- */
+/* Stream-ordered device memory from the backend's pool; NULL on failure
+ * (after one retry with the pool trimmed). */
+void *cu_malloc(cuda_backend *cb, size_t bytes);
+void cu_free(cuda_backend *cb, void *p);
+/* The shared scratch, at least `bytes` (grown as needed). NULL with the
+ * error set on failure. Valid until the next call that asks for more. */
+void *cu_workspace(cuda_backend *cb, size_t bytes);
+/* Grid size for a grid-stride loop over n items with `threads` per block. */
+static inline unsigned cu_grid(const cuda_backend *cb, size_t n, int threads)
+{
+    size_t blocks = (n + (size_t)threads - 1) / (size_t)threads;
+    size_t cap = (size_t)(cb->sm_count > 0 ? cb->sm_count : 16) * 16;
+    if (blocks > cap) blocks = cap;
+    return blocks ? (unsigned)blocks : 1u;
+}
+
+/* ---- weights (weights.cu) ------------------------------------------------- */
+/* Device copy of t in the given storage kind, uploaded on first use. Checks
+ * dtype (F32/F16/BF16), expect_numel (>= 0) and, for conv kinds, 4-D shape.
+ * NULL with the error set on failure. */
+const void *cu_weight_get(cuda_backend *cb, const sd_tensor_info *t, int kind,
+                          int64_t expect_numel, const char *what);
+/* Whether GEMMs with this weight run in fp16 (else TF32/F32), by the
+ * backend's precision and, in AUTO, the weight's name (VAE -> TF32). */
+bool cu_weight_f16(const cuda_backend *cb, const sd_tensor_info *t);
+int64_t cu_numel(const sd_tensor_info *t);
+void cu_weights_free(cuda_backend *cb);
+
+/* ---- GEMM (gemm.cu) --------------------------------------------------------- */
+/* Row-major C[M,N] (ldc) = A[M,K] (lda) * W[N,K]^T (ldw) + beta * C, float32
+ * output. A and W are both fp16 (f16) or both float32; float32 inputs use
+ * TF32 tensor cores unless the backend's precision is F32. */
+int cu_gemm_nt(cuda_backend *cb, int M, int N, int K, const void *A, int lda, const void *W,
+               int ldw, bool f16, float beta, float *C, int ldc);
+
+/* ---- op entry points -------------------------------------------------------- */
+int cu_conv2d(sd_backend *be, const sd_tensor *x, const sd_tensor_info *w,
+              const sd_tensor_info *b, const sd_conv_params *p, const sd_tensor *residual,
+              sd_tensor *out);
+int cu_linear(sd_backend *be, const sd_tensor *x, const sd_tensor_info *w,
+              const sd_tensor_info *b, const sd_tensor *residual, sd_tensor *out);
+int cu_group_norm(sd_backend *be, const sd_tensor *x, int groups, float eps,
+                  const sd_tensor_info *gamma, const sd_tensor_info *beta, bool silu,
+                  sd_tensor *out);
+int cu_layer_norm(sd_backend *be, const sd_tensor *x, const sd_tensor_info *gamma,
+                  const sd_tensor_info *beta, float eps, sd_tensor *out);
+int cu_attention(sd_backend *be, const sd_tensor *q, const sd_tensor *k, const sd_tensor *v,
+                 int heads, float scale, bool causal, sd_tensor *out);
+int cu_activation(sd_backend *be, sd_activation act, const sd_tensor *x, sd_tensor *out);
+int cu_geglu(sd_backend *be, const sd_tensor *x, sd_tensor *out);
+int cu_add(sd_backend *be, const sd_tensor *a, const sd_tensor *b, sd_tensor *out);
+int cu_add_per_channel(sd_backend *be, const sd_tensor *x, const sd_tensor *v, sd_tensor *out);
+int cu_concat_channels(sd_backend *be, const sd_tensor *a, const sd_tensor *b, sd_tensor *out);
+int cu_upsample_nearest2x(sd_backend *be, const sd_tensor *x, sd_tensor *out);
+int cu_timestep_embedding(sd_backend *be, const float *t_host, sd_tensor *out);
+int cu_embedding(sd_backend *be, const sd_tensor_info *table, const int *ids_host,
+                 const sd_tensor_info *pos, sd_tensor *out);
+/* NCHW <-> NHWC on the device (elementwise.cu), for upload/download. */
+int cu_nchw_to_nhwc(cuda_backend *cb, const float *src, float *dst, int n, int c, int hw);
+int cu_nhwc_to_nchw(cuda_backend *cb, const float *src, float *dst, int n, int c, int hw);
+/* out[i] = v (fp32 -> fp16 bits) for n elements (gemm.cu). */
+int cu_to_f16(cuda_backend *cb, const float *src, uint16_t *dst, size_t n);
+
+static inline bool cu_same_shape(const sd_tensor *a, const sd_tensor *b)
+{
+    return a->n == b->n && a->h == b->h && a->w == b->w && a->c == b->c;
+}
+
+/* ---- device helpers ------------------------------------------------------- */
+#define CU_FULL_MASK 0xffffffffu
+
+/* float -> fp16 bits, round to nearest even (as half.h and torch). */
+__device__ static inline uint16_t cu_f2h(float v)
+{
+#ifdef SD_CUDA_EMU
+    return sd_f32_to_f16(v);
+#else
+    return __half_as_ushort(__float2half_rn(v));
+#endif
+}
+
+__device__ static inline float cu_h2f(uint16_t h)
+{
+#ifdef SD_CUDA_EMU
+    return sd_f16_to_f32(h);
+#else
+    return __half2float(__ushort_as_half(h));
+#endif
+}
+
+__device__ static inline float cu_warp_sum(float v)
+{
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(CU_FULL_MASK, v, o);
+    return v;
+}
+
+__device__ static inline float cu_warp_max(float v)
+{
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(CU_FULL_MASK, v, o));
+    return v;
+}
+
+/* Sum over the block, returned to every thread. Every thread of the block
+ * must call it; blockDim.x is a multiple of 32. */
+__device__ static inline float cu_block_sum(float v)
+{
+    __shared__ float part[32];
+    __shared__ float total;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    v = cu_warp_sum(v);
+    __syncthreads();            /* an earlier call's readers are done with part/total */
+    if (lane == 0) part[warp] = v;
+    __syncthreads();
+    if (warp == 0) {
+        float t = lane < nw ? part[lane] : 0.0f;
+        t = cu_warp_sum(t);
+        if (lane == 0) total = t;
+    }
+    __syncthreads();
+    return total;
+}
+
+/* Max over the block, as cu_block_sum. */
+__device__ static inline float cu_block_max(float v)
+{
+    __shared__ float part[32];
+    __shared__ float total;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    v = cu_warp_max(v);
+    __syncthreads();
+    if (lane == 0) part[warp] = v;
+    __syncthreads();
+    if (warp == 0) {
+        float t = lane < nw ? part[lane] : -INFINITY;
+        t = cu_warp_max(t);
+        if (lane == 0) total = t;
+    }
+    __syncthreads();
+    return total;
+}
+
+#endif

@@ -1,0 +1,255 @@
+/* weights.cu - the device copies of checkpoint tensors.
+ *
+ * A weight is uploaded the first time an op uses it: its raw bytes (F32,
+ * F16 or BF16, straight from the mapped file) go to a staging buffer and a
+ * kernel converts them to the storage the ops want (fp16 or float32, conv
+ * weights reordered from [Cout][Cin][kh][kw] to [Cout][kh][kw][Cin] so a
+ * row of the im2col matrix, which follows NHWC memory order, meets its
+ * weights contiguously). Entries are keyed by (data pointer, kind) and stay
+ * until the backend is destroyed; the pointer stays valid while the model
+ * file is open (ops.h), and a fingerprint of the bytes guards against a
+ * later file mapped at the same address.
+ */
+#include <string.h>
+
+#include "backend/cuda/internal.h"
+
+enum { SRC_F32 = 0, SRC_F16 = 1, SRC_BF16 = 2 };
+
+__device__ static inline float load_src(const void *src, int dtype, int64_t i)
+{
+    if (dtype == SRC_F32) return ((const float *)src)[i];
+    uint16_t h = ((const uint16_t *)src)[i];
+    return dtype == SRC_F16 ? sd_f16_to_f32(h) : sd_bf16_to_f32(h);
+}
+
+/* dst[i] for i < n; taps > 1: dst is [co][tap][ci], src [co][ci][tap]. */
+__global__ void weight_convert_kernel(const void *src, int dtype, void *dst, int out_f16,
+                                      int64_t n, int cin, int taps)
+{
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+         i += (int64_t)gridDim.x * blockDim.x) {
+        int64_t s = i;
+        if (taps > 1) {
+            int64_t per = (int64_t)taps * cin;
+            int64_t co = i / per, r = i % per;
+            int64_t t = r / cin, ci = r % cin;
+            s = (co * cin + ci) * taps + t;
+        }
+        float v = load_src(src, dtype, s);
+        if (out_f16) ((uint16_t *)dst)[i] = sd_f32_to_f16(v);
+        else ((float *)dst)[i] = v;
+    }
+}
+
+int64_t cu_numel(const sd_tensor_info *t)
+{
+    int64_t n = 1;
+    for (int i = 0; i < t->ndim; i++) n *= t->shape[i];
+    return n;
+}
+
+static bool starts_with(const char *s, const char *prefix)
+{
+    return strncmp(s, prefix, strlen(prefix)) == 0;
+}
+
+/* The VAE's tensors, in a single-file checkpoint or a separate VAE file. */
+static bool is_vae_weight(const char *name)
+{
+    if (!name) return false;
+    return strstr(name, "first_stage_model.") != NULL || starts_with(name, "encoder.") ||
+           starts_with(name, "decoder.") || starts_with(name, "quant_conv.") ||
+           starts_with(name, "post_quant_conv.");
+}
+
+bool cu_weight_f16(const cuda_backend *cb, const sd_tensor_info *t)
+{
+    switch (cb->precision) {
+    case SD_CUDA_PREC_F16: return true;
+    case SD_CUDA_PREC_TF32:
+    case SD_CUDA_PREC_F32: return false;
+    case SD_CUDA_PREC_AUTO:
+    default: return !is_vae_weight(t ? t->name : NULL);
+    }
+}
+
+static void fingerprint(const sd_tensor_info *t, unsigned char fp[48])
+{
+    const unsigned char *p = (const unsigned char *)t->data;
+    size_t n = t->nbytes;
+    memset(fp, 0, 48);
+    if (n <= 48) {
+        memcpy(fp, p, n);
+        return;
+    }
+    memcpy(fp, p, 16);
+    memcpy(fp + 16, p + n / 2 - 8, 16);
+    memcpy(fp + 32, p + n - 16, 16);
+}
+
+static size_t slot_of(const void *key, int kind, size_t nbytes, size_t cap)
+{
+    uint64_t x = (uint64_t)(uintptr_t)key * 0x9E3779B97F4A7C15ull +
+                 (uint64_t)kind * 0xBF58476D1CE4E5B9ull + (uint64_t)nbytes * 0x94D049BB133111EBull;
+    x ^= x >> 29;
+    return (size_t)x & (cap - 1);
+}
+
+/* Key: (data pointer, kind, byte size) - a view of a tensor's first rows
+ * (engine/clip.c's q slice of OpenCLIP's in_proj) shares the pointer with
+ * the whole tensor. */
+static cu_weight *find_slot(cuda_backend *cb, const void *key, int kind, size_t nbytes)
+{
+    size_t i = slot_of(key, kind, nbytes, cb->wcap);
+    while (cb->wtab[i].key && !(cb->wtab[i].key == key && cb->wtab[i].kind == kind &&
+                                cb->wtab[i].src_nbytes == nbytes))
+        i = (i + 1) & (cb->wcap - 1);
+    return &cb->wtab[i];
+}
+
+/* Empties a slot and re-inserts the rest of its probe chain (linear probing
+ * has no tombstones). */
+static void drop_slot(cuda_backend *cb, cu_weight *e)
+{
+    e->key = NULL;
+    cb->wcount--;
+    size_t i = (size_t)(e - cb->wtab);
+    for (size_t j = (i + 1) & (cb->wcap - 1); cb->wtab[j].key; j = (j + 1) & (cb->wcap - 1)) {
+        cu_weight moved = cb->wtab[j];
+        cb->wtab[j].key = NULL;
+        *find_slot(cb, moved.key, moved.kind, moved.src_nbytes) = moved;
+    }
+}
+
+static int grow_table(cuda_backend *cb)
+{
+    size_t ncap = cb->wcap ? cb->wcap * 2 : 1024;
+    cu_weight *old = cb->wtab;
+    size_t ocap = cb->wcap;
+    cb->wtab = (cu_weight *)calloc(ncap, sizeof *cb->wtab);
+    if (!cb->wtab) {
+        cb->wtab = old;
+        return cu_fail(cb, "out of host memory for the weight cache");
+    }
+    cb->wcap = ncap;
+    for (size_t i = 0; i < ocap; i++)
+        if (old[i].key) *find_slot(cb, old[i].key, old[i].kind, old[i].src_nbytes) = old[i];
+    free(old);
+    return 0;
+}
+
+const void *cu_weight_get(cuda_backend *cb, const sd_tensor_info *t, int kind,
+                          int64_t expect_numel, const char *what)
+{
+    if (!t) {
+        cu_fail(cb, "missing %s tensor", what);
+        return NULL;
+    }
+    int dtype;
+    switch (t->dtype) {
+    case SD_DTYPE_F32: dtype = SRC_F32; break;
+    case SD_DTYPE_F16: dtype = SRC_F16; break;
+    case SD_DTYPE_BF16: dtype = SRC_BF16; break;
+    default:
+        cu_fail(cb, "%s '%s' has an element type other than F32, F16 or BF16", what, t->name);
+        return NULL;
+    }
+    int64_t n = cu_numel(t);
+    if (expect_numel >= 0 && n != expect_numel) {
+        cu_fail(cb, "%s '%s' has %lld elements, expected %lld", what, t->name, (long long)n,
+                (long long)expect_numel);
+        return NULL;
+    }
+    size_t esz = dtype == SRC_F32 ? 4 : 2;
+    if (!t->data || t->nbytes != (size_t)n * esz) {
+        cu_fail(cb, "%s '%s': data size does not match its shape", what, t->name);
+        return NULL;
+    }
+    int cin = 1, taps = 1;
+    if (kind == CU_W_CONV16 || kind == CU_W_CONV32) {
+        if (t->ndim != 4) {
+            cu_fail(cb, "%s '%s' is not a 4-D conv weight", what, t->name);
+            return NULL;
+        }
+        cin = (int)t->shape[1];
+        taps = (int)(t->shape[2] * t->shape[3]);
+    }
+
+    if ((cb->wcount + 1) * 2 > cb->wcap && grow_table(cb) != 0) return NULL;
+    unsigned char fp[48];
+    fingerprint(t, fp);
+    cu_weight *e = find_slot(cb, t->data, kind, t->nbytes);
+    if (e->key) {
+        if (memcmp(e->fp, fp, sizeof fp) == 0) return e->dev;
+        /* same address, other contents: the old copy may still be in use by
+         * queued kernels */
+        if (cu_check(cb, cudaStreamSynchronize(cb->stream), "weight cache")) return NULL;
+        cudaFree(e->dev);
+        cb->wbytes -= e->bytes;
+        e->dev = NULL;
+    }
+
+    bool out_f16 = kind == CU_W_ROWS16 || kind == CU_W_CONV16 ||
+                   (kind == CU_W_TABLE && dtype == SRC_F16);
+    size_t bytes = (size_t)n * (out_f16 ? 2 : 4);
+    void *dev = NULL;
+    if (cudaMalloc(&dev, bytes ? bytes : 1) != cudaSuccess) {
+        (void)cudaGetLastError();
+        /* cached activation blocks may be what is in the way */
+        (void)cudaStreamSynchronize(cb->stream);
+        (void)cudaMemPoolTrimTo(cb->pool, 0);
+        if (cudaMalloc(&dev, bytes ? bytes : 1) != cudaSuccess) {
+            (void)cudaGetLastError();
+            cu_fail(cb, "out of GPU memory for weight '%s' (%zu MB; %zu MB of weights cached)",
+                    t->name, bytes >> 20, cb->wbytes >> 20);
+            if (e->key) drop_slot(cb, e);   /* the slot lost its copy */
+            return NULL;
+        }
+    }
+    int rc = 0;
+    if (dtype == SRC_F32 && !out_f16 && taps == 1) {
+        rc = cu_check(cb, cudaMemcpyAsync(dev, t->data, t->nbytes, cudaMemcpyHostToDevice,
+                                          cb->stream),
+                      "weight upload");
+    } else {
+        void *stage = cu_malloc(cb, t->nbytes);
+        if (!stage) {
+            rc = cu_fail(cb, "out of GPU memory staging weight '%s'", t->name);
+        } else {
+            rc = cu_check(cb, cudaMemcpyAsync(stage, t->data, t->nbytes, cudaMemcpyHostToDevice,
+                                              cb->stream),
+                          "weight upload");
+            if (rc == 0) {
+                SD_LAUNCH(weight_convert_kernel, cu_grid(cb, (size_t)n, 256), 256, 0, cb->stream,
+                          (const void *)stage, dtype, dev, (int)out_f16, n, cin, taps);
+                rc = cu_launched(cb, "weight conversion");
+            }
+            cu_free(cb, stage);
+        }
+    }
+    if (rc != 0) {
+        (void)cudaStreamSynchronize(cb->stream);
+        cudaFree(dev);
+        if (e->key) drop_slot(cb, e);
+        return NULL;
+    }
+    if (!e->key) cb->wcount++;
+    e->key = t->data;
+    e->kind = kind;
+    e->dev = dev;
+    e->bytes = bytes;
+    e->src_nbytes = t->nbytes;
+    memcpy(e->fp, fp, sizeof fp);
+    cb->wbytes += bytes;
+    return dev;
+}
+
+void cu_weights_free(cuda_backend *cb)
+{
+    for (size_t i = 0; i < cb->wcap; i++)
+        if (cb->wtab[i].key) cudaFree(cb->wtab[i].dev);
+    free(cb->wtab);
+    cb->wtab = NULL;
+    cb->wcap = cb->wcount = cb->wbytes = 0;
+}

@@ -1,0 +1,122 @@
+/* cuda_backend.h - the CUDA implementation of backend/ops.h, as seen from the
+ * engine and the plugin glue (plain C, no CUDA headers).
+ *
+ * The CUDA code lives in its own shared library, libhn-sd-cuda.so (built
+ * from backend/cuda/ with nvcc only where nvcc exists), so that cuda-sd.so
+ * never links CUDA and loads on machines without it. The loader
+ * (backend/cuda_loader.c) finds that library at run time with dlopen:
+ *   1. sd_cuda_options.lib_path when set,
+ *   2. $HN_SD_CUDA_LIB when set,
+ *   3. beside the module that holds the loader: <dir>/../lib/, <dir>/ and
+ *      <dir>/../../lib/ (build/plugins/cuda-sd.so -> build/lib/; the test
+ *      programs in build/tests/cuda-sd/ -> build/lib/),
+ *   4. the dynamic linker's search path ("libhn-sd-cuda.so").
+ * Once loaded, the library stays loaded for the life of the process (CUDA
+ * runtimes must not be unloaded while contexts may exist).
+ *
+ * Precision (see backend/cuda/ for the kernels): activations are float32 in
+ * device memory as ops.h says; GEMMs (convolutions, linears) run on tensor
+ * cores with fp16 weights and fp16-rounded inputs, accumulating in float32
+ * (SD_CUDA_PREC_AUTO/F16); attention keeps scores and softmax in float32. In
+ * AUTO mode the VAE's weights (names under first_stage_model., encoder.,
+ * decoder., quant_conv., post_quant_conv.) run in TF32 with float32 weights
+ * instead, because the VAE overflows fp16.
+ */
+#ifndef SD_BACKEND_CUDA_BACKEND_H
+#define SD_BACKEND_CUDA_BACKEND_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "backend/ops.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum {
+    SD_CUDA_PREC_AUTO = 0,  /* fp16 tensor cores; the VAE in TF32 */
+    SD_CUDA_PREC_F16,       /* fp16 everywhere (VAE too) */
+    SD_CUDA_PREC_TF32,      /* float32 weights, TF32 tensor cores */
+    SD_CUDA_PREC_F32        /* plain float32 math (reference, slow) */
+} sd_cuda_precision;
+
+typedef struct sd_cuda_options {
+    int device;                  /* CUDA device ordinal */
+    sd_cuda_precision precision;
+    size_t workspace_mb;         /* im2col / attention scratch; 0 = 256 */
+    const char *lib_path;        /* libhn-sd-cuda.so to load; NULL = search */
+} sd_cuda_options;
+
+typedef struct sd_cuda_info {
+    int device_count;
+    char name[128];              /* device 0's name */
+    int cc_major, cc_minor;      /* device 0's compute capability */
+    size_t total_mem;            /* device 0's memory, bytes */
+    int runtime_version;         /* cudaRuntimeGetVersion */
+    int driver_version;          /* cudaDriverGetVersion */
+    char lib_path[512];          /* the library that answered */
+} sd_cuda_info;
+
+/* Memory of one CUDA backend, bytes. */
+typedef struct sd_cuda_memory {
+    size_t weights;              /* cached weights now */
+    size_t activations;          /* activation/workspace pool in use now */
+    size_t activations_peak;     /* its high-water mark since creation/reset */
+    size_t device_used;          /* whole device: total - free (all users) */
+    size_t device_used_peak;     /* highest device_used this backend sampled */
+    size_t device_total;
+} sd_cuda_memory;
+
+/* Loads the library and asks the CUDA runtime for devices. Returns 0 when a
+ * usable device exists (info filled), -1 otherwise with the reason in err
+ * ("libhn-sd-cuda.so not found ...", "no CUDA device: ..."). info may be
+ * NULL; lib_path NULL = the default search. */
+int sd_cuda_probe(const char *lib_path, sd_cuda_info *info, char *err, size_t errlen);
+
+/* Creates a CUDA backend (opt NULL = defaults: device 0, AUTO). NULL with a
+ * message in err when the library, the driver or the device is missing.
+ * Destroy with sd_backend_destroy(). */
+sd_backend *sd_backend_cuda_create(const sd_cuda_options *opt, char *err, size_t errlen);
+
+/* True for a backend made by sd_backend_cuda_create(). */
+bool sd_backend_is_cuda(const sd_backend *be);
+
+/* Waits for the backend's queued work (timing). 0 or -1 (sd_backend_error). */
+int sd_backend_cuda_synchronize(sd_backend *be);
+
+/* Memory figures; reset_peak restarts the high-water marks. 0 or -1. */
+int sd_backend_cuda_memory(sd_backend *be, sd_cuda_memory *out, bool reset_peak);
+
+/* ---- the library's side (backend/cuda/, loader-private) ------------------ */
+
+/* The library exports one symbol, SD_CUDA_API_SYMBOL, a function returning
+ * this table; the loader checks version and struct sizes before use. */
+#define SD_CUDA_API_VERSION 1
+#define SD_CUDA_API_SYMBOL "hn_sd_cuda_api"
+#define SD_CUDA_LIB_NAME "libhn-sd-cuda.so"
+
+typedef struct sd_cuda_api {
+    int version;                 /* SD_CUDA_API_VERSION */
+    size_t ops_size;             /* sizeof(sd_backend_ops) it was built with */
+    size_t backend_size;         /* sizeof(sd_backend) */
+    const char *build;           /* "nvcc 13.0 sm_90+ptx" or "emulated" */
+    int (*probe)(sd_cuda_info *info, char *err, size_t errlen);
+    sd_backend *(*create)(const sd_cuda_options *opt, char *err, size_t errlen);
+    int (*synchronize)(sd_backend *be);
+    int (*memory)(sd_backend *be, sd_cuda_memory *out, bool reset_peak);
+} sd_cuda_api;
+
+typedef const sd_cuda_api *(*sd_cuda_api_fn)(void);
+
+/* Every CUDA backend handle starts with this, so the loader can reach the
+ * library's table from a backend. */
+typedef struct sd_cuda_backend_head {
+    sd_backend base;             /* must be first (ops.h) */
+    const sd_cuda_api *api;
+} sd_cuda_backend_head;
+
+#ifdef __cplusplus
+}
+#endif
+#endif

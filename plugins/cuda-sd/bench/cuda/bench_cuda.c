@@ -1,0 +1,509 @@
+/* bench_cuda.c - speed, memory and agreement of the CUDA backend on an
+ * SD1.5-shaped checkpoint with random F16 weights (bench/sd15_weights.h);
+ * the second half of `make gpu-check`.
+ *
+ *   bench_cuda [--weights FILE] [--vocab FILE] [--runs N] [--steps N]
+ *              [--size PX] [--compare-size PX] [--profile] [--no-image]
+ *              [--no-compare]
+ *
+ * 1. UNet: one CFG step = one forward with batch 2 at --size (512: 64x64
+ *    latent), the first pass timed apart (it uploads and converts the
+ *    weights), then --runs passes; each pass includes the host transfers of
+ *    x, context and the output, as the sampler does them.
+ * 2. Agreement with the CPU backend (the numerical reference) on the same
+ *    random SD1.5 weights at --compare-size: UNet (AUTO and F32
+ *    precision), VAE decode and the text encoder; the relative error
+ *    max|cuda - cpu| / max|cpu| must stay under a bound per precision
+ *    (exit status 1 otherwise).
+ * 3. Whole image: engine/pipeline.h txt2img on the CUDA backend (text
+ *    encoder, --steps k_euler CFG steps, VAE decode, 8-bit conversion)
+ *    after one warm-up generation.
+ * Results are printed as Markdown for docs/BENCHMARKS.md. --profile adds a
+ * per-op breakdown of one UNet pass (each op synchronised, so it shows
+ * where GPU time goes, not the overlapped total).
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "backend/cpu_backend.h"
+#include "backend/cuda_backend.h"
+#include "bench/sd15_weights.h"
+#include "engine/clip.h"
+#include "engine/family.h"
+#include "engine/model_file.h"
+#include "engine/pipeline.h"
+#include "engine/unet.h"
+#include "engine/vae.h"
+
+typedef struct opts {
+    const char *weights, *vocab;
+    int runs, steps, size, compare_size;
+    int profile, image, compare;
+} opts;
+
+static double now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+static float *random_floats(size_t n, unsigned seed, float scale)
+{
+    float *a = malloc(n * sizeof(float));
+    if (!a) {
+        fprintf(stderr, "bench_cuda: out of memory\n");
+        exit(1);
+    }
+    uint64_t s = seed * 0x9E3779B97F4A7C15ull + 1;
+    for (size_t i = 0; i < n; i++) {
+        float v = 0;            /* sum of 4 uniforms: roughly normal */
+        for (int k = 0; k < 4; k++) {
+            s = s * 6364136223846793005ull + 1442695040888963407ull;
+            v += (float)((s >> 40) * (1.0 / 16777216.0)) - 0.5f;
+        }
+        a[i] = v * 1.732f * scale;
+    }
+    return a;
+}
+
+static void die(const char *what, const char *err)
+{
+    fprintf(stderr, "bench_cuda: %s: %s\n", what, err);
+    exit(1);
+}
+
+static sd_backend *make_cuda(sd_cuda_precision prec)
+{
+    char err[512];
+    sd_cuda_options o = { 0, prec, 0, NULL };
+    sd_backend *be = sd_backend_cuda_create(&o, err, sizeof err);
+    if (!be) die("CUDA backend", err);
+    return be;
+}
+
+/* ---- per-op profile: a wrapper vtable that synchronises after each op --- */
+
+enum { P_CONV, P_LINEAR, P_GN, P_LN, P_ATT, P_ELEM, P_XFER, P_N };
+static const char *const prof_names[P_N] = { "conv2d", "linear", "group_norm", "layer_norm",
+                                             "attention", "element-wise", "transfers" };
+/* A benchmark tool, one backend profiled at a time: file-level state. */
+static const sd_backend_ops *orig_ops;
+static sd_backend_ops prof_ops;
+static double prof_s[P_N];
+static long prof_n[P_N];
+
+#define TIMED(kind, call)                             \
+    do {                                              \
+        double t0_ = now();                           \
+        int rc_ = (call);                             \
+        if (rc_ == 0) rc_ = sd_backend_cuda_synchronize(be); \
+        prof_s[kind] += now() - t0_;                  \
+        prof_n[kind]++;                               \
+        return rc_;                                   \
+    } while (0)
+
+static int p_conv(sd_backend *be, const sd_tensor *x, const sd_tensor_info *w,
+                  const sd_tensor_info *b, const sd_conv_params *p, const sd_tensor *r, sd_tensor *o)
+{ TIMED(P_CONV, orig_ops->conv2d(be, x, w, b, p, r, o)); }
+static int p_linear(sd_backend *be, const sd_tensor *x, const sd_tensor_info *w,
+                    const sd_tensor_info *b, const sd_tensor *r, sd_tensor *o)
+{ TIMED(P_LINEAR, orig_ops->linear(be, x, w, b, r, o)); }
+static int p_gn(sd_backend *be, const sd_tensor *x, int g, float eps, const sd_tensor_info *ga,
+                const sd_tensor_info *bt, bool silu, sd_tensor *o)
+{ TIMED(P_GN, orig_ops->group_norm(be, x, g, eps, ga, bt, silu, o)); }
+static int p_ln(sd_backend *be, const sd_tensor *x, const sd_tensor_info *g,
+                const sd_tensor_info *b, float eps, sd_tensor *o)
+{ TIMED(P_LN, orig_ops->layer_norm(be, x, g, b, eps, o)); }
+static int p_att(sd_backend *be, const sd_tensor *q, const sd_tensor *k, const sd_tensor *v,
+                 int h, float s, bool c, sd_tensor *o)
+{ TIMED(P_ATT, orig_ops->attention(be, q, k, v, h, s, c, o)); }
+static int p_act(sd_backend *be, sd_activation a, const sd_tensor *x, sd_tensor *o)
+{ TIMED(P_ELEM, orig_ops->activation(be, a, x, o)); }
+static int p_geglu(sd_backend *be, const sd_tensor *x, sd_tensor *o)
+{ TIMED(P_ELEM, orig_ops->geglu(be, x, o)); }
+static int p_add(sd_backend *be, const sd_tensor *a, const sd_tensor *b, sd_tensor *o)
+{ TIMED(P_ELEM, orig_ops->add(be, a, b, o)); }
+static int p_addpc(sd_backend *be, const sd_tensor *x, const sd_tensor *v, sd_tensor *o)
+{ TIMED(P_ELEM, orig_ops->add_per_channel(be, x, v, o)); }
+static int p_cat(sd_backend *be, const sd_tensor *a, const sd_tensor *b, sd_tensor *o)
+{ TIMED(P_ELEM, orig_ops->concat_channels(be, a, b, o)); }
+static int p_up(sd_backend *be, const sd_tensor *x, sd_tensor *o)
+{ TIMED(P_ELEM, orig_ops->upsample_nearest2x(be, x, o)); }
+static int p_upl(sd_backend *be, const float *h, sd_tensor *t)
+{ TIMED(P_XFER, orig_ops->upload_nchw(be, h, t)); }
+static int p_dnl(sd_backend *be, const sd_tensor *t, float *h)
+{ TIMED(P_XFER, orig_ops->download_nchw(be, t, h)); }
+
+static void install_profiler(sd_backend *be)
+{
+    orig_ops = be->ops;
+    prof_ops = *be->ops;
+    prof_ops.conv2d = p_conv;
+    prof_ops.linear = p_linear;
+    prof_ops.group_norm = p_gn;
+    prof_ops.layer_norm = p_ln;
+    prof_ops.attention = p_att;
+    prof_ops.activation = p_act;
+    prof_ops.geglu = p_geglu;
+    prof_ops.add = p_add;
+    prof_ops.add_per_channel = p_addpc;
+    prof_ops.concat_channels = p_cat;
+    prof_ops.upsample_nearest2x = p_up;
+    prof_ops.upload_nchw = p_upl;
+    prof_ops.download_nchw = p_dnl;
+    be->ops = &prof_ops;
+    memset(prof_s, 0, sizeof prof_s);
+    memset(prof_n, 0, sizeof prof_n);
+}
+
+static void remove_profiler(sd_backend *be) { be->ops = orig_ops; }
+
+/* ---- phases ------------------------------------------------------------------ */
+
+static void open_model(const opts *o, sd_model_file **f, sd_family_info *fam)
+{
+    char err[512];
+    if (sd_model_file_open(o->weights, f, err, sizeof err)) die("model", err);
+    /* "": no sidecar config (the random checkpoint has none) */
+    if (sd_family_detect_with_config(*f, "", fam, err, sizeof err)) die("family", err);
+}
+
+static void mem_line(const char *label, sd_backend *be)
+{
+    sd_cuda_memory m;
+    if (sd_backend_cuda_memory(be, &m, false) != 0) return;
+    printf("| %s: weights on the GPU | %.0f MB |\n", label, m.weights / 1048576.0);
+    printf("| %s: activations + scratch, peak | %.0f MB |\n", label,
+           m.activations_peak / 1048576.0);
+    printf("| %s: whole device in use, peak seen (CUDA context and cuBLAS included) | %.0f MB |\n",
+           label, m.device_used_peak / 1048576.0);
+}
+
+static void unet_phase(const opts *o)
+{
+    char err[512];
+    sd_model_file *f;
+    sd_family_info fam;
+    open_model(o, &f, &fam);
+    sd_backend *be = make_cuda(SD_CUDA_PREC_AUTO);
+    sd_unet *u = NULL;
+    if (sd_unet_create(f, &fam, be, &u, err, sizeof err)) die("UNet", err);
+    const int lat = o->size / 8, B = 2, L = 77;
+    const size_t nx = (size_t)B * 4 * lat * lat;
+    float *x = random_floats(nx, 1, 1.0f), *ctx = random_floats((size_t)B * L * 768, 2, 1.0f);
+    float *out = malloc(nx * sizeof *out);
+    float t[2] = { 749.5f, 749.5f };
+    double t0 = now();
+    if (sd_unet_forward(u, x, t, ctx, L, B, lat, lat, out, err, sizeof err)) die("UNet", err);
+    double first = now() - t0;
+    double sum = 0, best = 1e30;
+    for (int i = 0; i < o->runs; i++) {
+        t0 = now();
+        if (sd_unet_forward(u, x, t, ctx, L, B, lat, lat, out, err, sizeof err)) die("UNet", err);
+        double dt = now() - t0;
+        sum += dt;
+        if (dt < best) best = dt;
+    }
+    double mean = sum / o->runs;
+    for (size_t i = 0; i < nx; i++)
+        if (!isfinite(out[i])) die("UNet", "non-finite output");
+    printf("\n### UNet, %dx%d, batch 2 (one CFG step), AUTO precision (fp16 tensor cores)\n\n",
+           o->size, o->size);
+    printf("| quantity | value |\n|---|---|\n");
+    printf("| first pass (uploads and converts 1.7 GB of weights) | %.3f s |\n", first);
+    printf("| CFG step (batch-2 UNet pass incl. host transfers), mean of %d | %.2f ms |\n",
+           o->runs, mean * 1e3);
+    printf("| best | %.2f ms |\n", best * 1e3);
+    printf("| **sampler steps/s (CFG)** | **%.1f** |\n", 1.0 / mean);
+    if (o->size == 512)         /* spec/sd-engine.md 1.4: 803 GFLOP per image at 512x512 */
+        printf("| achieved (2 x 803 GFLOP per pass) | %.0f TFLOP/s |\n", 2 * 803e9 / mean / 1e12);
+    mem_line("UNet", be);
+    if (o->profile) {
+        install_profiler(be);
+        double p0 = now();
+        if (sd_unet_forward(u, x, t, ctx, L, B, lat, lat, out, err, sizeof err)) die("UNet", err);
+        double total = now() - p0;
+        remove_profiler(be);
+        printf("\nPer-op time of one pass, each op synchronised (%.2f ms in all):\n\n", total * 1e3);
+        printf("| op | calls | ms | share |\n|---|---|---|---|\n");
+        for (int k = 0; k < P_N; k++)
+            printf("| %s | %ld | %.2f | %.0f%% |\n", prof_names[k], prof_n[k], prof_s[k] * 1e3,
+                   100.0 * prof_s[k] / total);
+    }
+    free(x);
+    free(ctx);
+    free(out);
+    sd_unet_destroy(u);
+    sd_backend_destroy(be);
+    sd_model_file_close(f);
+}
+
+/* max |a - b| / max |b| */
+static double rel_err(const float *a, const float *b, size_t n)
+{
+    double d = 0, m = 0;
+    for (size_t i = 0; i < n; i++) {
+        double e = fabs((double)a[i] - (double)b[i]);
+        if (!(e <= d)) d = isnan(e) ? INFINITY : e;
+        if (fabs(b[i]) > m) m = fabs(b[i]);
+    }
+    return m > 0 ? d / m : d;
+}
+
+static int check(const char *what, double err, double bound)
+{
+    int ok = err <= bound;
+    printf("| %s | %.2e | %.0e | %s |\n", what, err, bound, ok ? "ok" : "**FAIL**");
+    return ok;
+}
+
+/* Returns the number of failed comparisons. */
+static int compare_phase(const opts *o)
+{
+    char err[512];
+    sd_model_file *f;
+    sd_family_info fam;
+    open_model(o, &f, &fam);
+    sd_backend *cpu = sd_backend_cpu_create(0, err, sizeof err);
+    if (!cpu) die("CPU backend", err);
+    sd_backend *gpu[2] = { make_cuda(SD_CUDA_PREC_AUTO), make_cuda(SD_CUDA_PREC_F32) };
+    const char *pname[2] = { "AUTO", "F32" };
+    const double unet_bound[2] = { 3e-2, 1e-3 }, vae_bound[2] = { 1e-2, 1e-3 },
+                 clip_bound[2] = { 2e-2, 1e-3 };
+    int failed = 0;
+    const int lat = o->compare_size / 8, B = 2, L = 77;
+    printf("\n### Agreement with the CPU backend (SD1.5 shapes, random weights)\n\n");
+    printf("max |cuda - cpu| / max |cpu|\n\n| what | error | bound | |\n|---|---|---|---|\n");
+
+    /* UNet */
+    {
+        const size_t nx = (size_t)B * 4 * lat * lat;
+        float *x = random_floats(nx, 3, 1.0f), *ctx = random_floats((size_t)B * L * 768, 4, 1.0f);
+        float *ref = malloc(nx * sizeof *ref), *out = malloc(nx * sizeof *out);
+        float t[2] = { 999.0f, 20.5f };
+        sd_unet *u = NULL;
+        double t0 = now();
+        if (sd_unet_create(f, &fam, cpu, &u, err, sizeof err) ||
+            sd_unet_forward(u, x, t, ctx, L, B, lat, lat, ref, err, sizeof err))
+            die("CPU UNet", err);
+        double cpu_s = now() - t0;
+        sd_unet_destroy(u);
+        for (int p = 0; p < 2; p++) {
+            if (sd_unet_create(f, &fam, gpu[p], &u, err, sizeof err) ||
+                sd_unet_forward(u, x, t, ctx, L, B, lat, lat, out, err, sizeof err))
+                die("CUDA UNet", err);
+            sd_unet_destroy(u);
+            char what[128];
+            snprintf(what, sizeof what, "UNet %dx%d batch 2, %s", o->compare_size,
+                     o->compare_size, pname[p]);
+            failed += !check(what, rel_err(out, ref, nx), unet_bound[p]);
+        }
+        fprintf(stderr, "  (CPU UNet pass at %dx%d: %.1f s)\n", o->compare_size, o->compare_size,
+                cpu_s);
+        free(x);
+        free(ctx);
+        free(ref);
+        free(out);
+    }
+    /* VAE decode */
+    {
+        const int h = lat;
+        const size_t nz = (size_t)4 * h * h, ni = (size_t)3 * 64 * h * h;
+        float *z = random_floats(nz, 5, 1.0f);
+        float *ref = malloc(ni * sizeof *ref), *out = malloc(ni * sizeof *out);
+        sd_vae *v = NULL;
+        if (sd_vae_create(f, &fam, cpu, &v, err, sizeof err) ||
+            sd_vae_decode(v, z, 1, h, h, ref, err, sizeof err))
+            die("CPU VAE", err);
+        sd_vae_destroy(v);
+        for (int p = 0; p < 2; p++) {
+            if (sd_vae_create(f, &fam, gpu[p], &v, err, sizeof err) ||
+                sd_vae_decode(v, z, 1, h, h, out, err, sizeof err))
+                die("CUDA VAE", err);
+            sd_vae_destroy(v);
+            char what[128];
+            snprintf(what, sizeof what, "VAE decode %dx%d, %s", 8 * h, 8 * h, pname[p]);
+            failed += !check(what, rel_err(out, ref, ni), vae_bound[p]);
+        }
+        free(z);
+        free(ref);
+        free(out);
+    }
+    /* text encoder */
+    {
+        int ids[77];
+        ids[0] = 49406;
+        for (int i = 1; i < 77; i++) ids[i] = i < 12 ? 320 + 37 * i : 49407;
+        sd_text_encoder *enc = NULL;
+        if (sd_text_encoder_create(f, &fam, cpu, &enc, err, sizeof err)) die("CPU CLIP", err);
+        size_t n = (size_t)77 * sd_text_encoder_width(enc);
+        float *ref = malloc(n * sizeof *ref), *out = malloc(n * sizeof *out);
+        if (sd_text_encode(enc, ids, 77, 1, ref, err, sizeof err)) die("CPU CLIP", err);
+        sd_text_encoder_destroy(enc);
+        for (int p = 0; p < 2; p++) {
+            if (sd_text_encoder_create(f, &fam, gpu[p], &enc, err, sizeof err) ||
+                sd_text_encode(enc, ids, 77, 1, out, err, sizeof err))
+                die("CUDA CLIP", err);
+            sd_text_encoder_destroy(enc);
+            char what[128];
+            snprintf(what, sizeof what, "text encoder (77 tokens), %s", pname[p]);
+            failed += !check(what, rel_err(out, ref, n), clip_bound[p]);
+        }
+        free(ref);
+        free(out);
+    }
+    sd_backend_destroy(gpu[0]);
+    sd_backend_destroy(gpu[1]);
+    sd_backend_destroy(cpu);
+    sd_model_file_close(f);
+    return failed;
+}
+
+typedef struct step_clock {
+    double start, first, last;
+    int steps;
+} step_clock;
+
+static void on_step(void *ud, int step, int total)
+{
+    (void)total;
+    step_clock *c = ud;
+    double t = now();
+    if (step == 1) c->first = t;
+    c->last = t;
+    c->steps = step;
+}
+
+static void image_phase(const opts *o)
+{
+    char err[512];
+    sd_pipeline *p = NULL;
+    sd_pipeline_opts po;
+    memset(&po, 0, sizeof po);
+    po.model_path = o->weights;
+    po.vocab_path = o->vocab;
+    po.config_path = "";
+    po.backend = "cuda";
+    double t0 = now();
+    if (sd_pipeline_load(&po, &p, err, sizeof err)) die("pipeline", err);
+    double load = now() - t0;
+    sd_job job;
+    sd_job_init(&job);
+    job.conventions = SD_CONV_KDIFFUSION;
+    job.prompt = "a watercolor painting of a fox in a forest";
+    job.negative = "";
+    job.seed = 42;
+    job.cfg_scale = 7.0f;
+    job.sampler = SD_SAMPLER_EULER;
+    job.scheduler = SD_SCHED_KARRAS;
+    job.width = job.height = o->size;
+    sd_image img;
+    /* warm-up: uploads the weights, grows the memory pool */
+    job.steps = 2;
+    memset(&img, 0, sizeof img);
+    t0 = now();
+    if (sd_generate(p, &job, &img, err, sizeof err)) die("txt2img", err);
+    double warm = now() - t0;
+    sd_image_free(&img);
+    job.steps = o->steps;
+    step_clock c = { 0, 0, 0, 0 };
+    job.progress = on_step;
+    job.progress_ud = &c;
+    memset(&img, 0, sizeof img);
+    c.start = now();
+    if (sd_generate(p, &job, &img, err, sizeof err)) die("txt2img", err);
+    double end = now();
+    sd_image_free(&img);
+    printf("\n### Whole image: txt2img %dx%d, %d k_euler steps, CFG 7 (batch 2 per step)\n\n",
+           o->size, o->size, o->steps);
+    printf("| quantity | value |\n|---|---|\n");
+    printf("| pipeline load (open, detect, build) | %.3f s |\n", load);
+    printf("| warm-up image, 2 steps (weight upload included) | %.3f s |\n", warm);
+    printf("| **whole image (text encoder + %d steps + VAE decode + 8-bit)** | **%.3f s** |\n",
+           o->steps, end - c.start);
+    printf("| text encoder + first step | %.3f s |\n", c.first - c.start);
+    printf("| steps 2..%d, per step | %.2f ms |\n", o->steps,
+           c.steps > 1 ? (c.last - c.first) / (c.steps - 1) * 1e3 : 0.0);
+    printf("| VAE decode + conversion (after the last step) | %.3f s |\n", end - c.last);
+    /* the pipeline's backend is internal; the device-wide figure is what a
+     * second, empty backend sees (pools keep their peak size) */
+    sd_backend *probe = make_cuda(SD_CUDA_PREC_AUTO);
+    sd_cuda_memory m;
+    if (sd_backend_cuda_memory(probe, &m, false) == 0)
+        printf("| whole device in use after the image (weights, pools, CUDA context) | %.0f MB |\n",
+               m.device_used / 1048576.0);
+    sd_backend_destroy(probe);
+    sd_pipeline_free(p);
+}
+
+static int ensure_weights(const char *path)
+{
+    struct stat st;
+    int64_t want = 2 * (SD15_UNET_PARAMS + SD15_VAE_PARAMS + SD15_TEXT_PARAMS);
+    if (stat(path, &st) == 0 && st.st_size > want && st.st_size < want + (1 << 20)) return 0;
+    fprintf(stderr, "writing %s (random SD1.5 weights, F16)...\n", path);
+    char err[256];
+    double t0 = now();
+    if (sd15_write_random(path, NULL, err, sizeof err) != 0) {
+        fprintf(stderr, "bench_cuda: %s\n", err);
+        return -1;
+    }
+    fprintf(stderr, "  written in %.1f s\n", now() - t0);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    opts o = { "build/bench/sd15-random-f16.safetensors", NULL, 20, 20, 512, 256, 0, 1, 1 };
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        int more = i + 1 < argc;
+        if (!strcmp(a, "--weights") && more) o.weights = argv[++i];
+        else if (!strcmp(a, "--vocab") && more) o.vocab = argv[++i];
+        else if (!strcmp(a, "--runs") && more) o.runs = atoi(argv[++i]);
+        else if (!strcmp(a, "--steps") && more) o.steps = atoi(argv[++i]);
+        else if (!strcmp(a, "--size") && more) o.size = atoi(argv[++i]);
+        else if (!strcmp(a, "--compare-size") && more) o.compare_size = atoi(argv[++i]);
+        else if (!strcmp(a, "--profile")) o.profile = 1;
+        else if (!strcmp(a, "--no-image")) o.image = 0;
+        else if (!strcmp(a, "--no-compare")) o.compare = 0;
+        else {
+            fprintf(stderr,
+                    "usage: %s [--weights FILE] [--vocab FILE] [--runs N] [--steps N] [--size PX] "
+                    "[--compare-size PX] [--profile] [--no-image] [--no-compare]\n",
+                    argv[0]);
+            return 2;
+        }
+    }
+    if (o.runs < 1 || o.steps < 1 || o.size < 64 || o.size % 64 || o.compare_size < 64 ||
+        o.compare_size % 64) {
+        fprintf(stderr, "bench_cuda: sizes must be multiples of 64, runs and steps >= 1\n");
+        return 2;
+    }
+    char err[512];
+    sd_cuda_info info;
+    if (sd_cuda_probe(NULL, &info, err, sizeof err) != 0) die("no GPU", err);
+    if (ensure_weights(o.weights) != 0) return 1;
+    printf("## CUDA backend on %s (compute %d.%d, %zu MB; CUDA runtime %d, driver %d)\n",
+           info.name, info.cc_major, info.cc_minor, info.total_mem >> 20, info.runtime_version,
+           info.driver_version);
+    printf("\nSD1.5-shaped checkpoint, random F16 weights (bench/sd15_weights.h); %s.\n",
+           info.lib_path);
+    fflush(stdout);
+    unet_phase(&o);
+    fflush(stdout);
+    int failed = 0;
+    if (o.compare) failed = compare_phase(&o);
+    fflush(stdout);
+    if (o.image) {
+        if (!o.vocab) fprintf(stderr, "bench_cuda: --vocab needed for the whole-image phase\n");
+        else image_phase(&o);
+    }
+    fflush(stdout);
+    return failed ? 1 : 0;
+}

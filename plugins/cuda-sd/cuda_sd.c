@@ -1,0 +1,118 @@
+/* cuda_sd.c - the cuda-sd plugin: descriptor, config schema and lifecycle.
+ * It registers the `sd` command (cli.c) and the `generator` provider
+ * (provider.c); the engine itself (engine/, backend/) knows nothing of the
+ * node. Loading a model is deferred to the first command or job, so a node
+ * that lists cuda-sd but never generates pays nothing. */
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cuda_sd.h"
+
+static const hn_conf_spec cuda_sd_schema[] = {
+    {"models_dir", HN_CONF_STRING, offsetof(cuda_sd_conf, models_dir), "models/sd", 0, 0, 0,
+     "folder of .safetensors/.ckpt checkpoints the generator serves (relative to the data "
+     "dir); a job's model name is the file name without extension"},
+    {"vocab", HN_CONF_STRING, offsetof(cuda_sd_conf, vocab), NULL, 0, 0, 0,
+     "CLIP vocabulary bpe_simple_vocab_16e6.txt.gz (default: beside the model, else "
+     "<data>/models/clip/)"},
+    {"threads", HN_CONF_INT, offsetof(cuda_sd_conf, threads), "0", 0, 1024, 0,
+     "CPU threads for the CPU backend (0 = one per core)"},
+    {"conventions", HN_CONF_STRING, offsetof(cuda_sd_conf, conventions), "comfyui", 0, 0, 0,
+     "sampling conventions: comfyui (what horde workers do) or kdiffusion (the reference "
+     "libraries, as in golden/)"},
+    {"backend", HN_CONF_STRING, offsetof(cuda_sd_conf, backend), "cpu", 0, 0, 0,
+     "compute backend: cpu, or cuda (needs libhn-sd-cuda.so and a GPU)"},
+    HN_CONF_END,
+};
+
+/* Joins a relative path to base (absolute paths stay). -1 if too long. */
+static int resolve(char *out, size_t len, const char *base, const char *path)
+{
+    int n;
+    if (path[0] == '/' || !base || !base[0])
+        n = snprintf(out, len, "%s", path);
+    else
+        n = snprintf(out, len, "%s/%s", base, path);
+    return n >= 0 && (size_t)n < len ? 0 : -1;
+}
+
+static hn_rc cuda_sd_init(hn_plugin *self, const hn_api *api, void *conf, void **state,
+                          hn_error *err)
+{
+    const cuda_sd_conf *c = conf;
+    cuda_sd *sd = calloc(1, sizeof *sd);
+    if (!sd)
+        return api->error(err, 500, "InternalError", "cuda-sd: out of memory");
+    sd->self = self;
+    sd->api = api;
+    sd->conf = c;
+    if (sd_conventions_parse(c->conventions ? c->conventions : "comfyui", &sd->conventions) !=
+        0) {
+        free(sd);
+        return api->error(err, 500, "BadConfig",
+                          "plugins.cuda-sd.conventions: \"%s\" is not comfyui or kdiffusion",
+                          c->conventions);
+    }
+    if (c->backend && strcmp(c->backend, "cpu") != 0 && strcmp(c->backend, "cuda") != 0) {
+        free(sd);
+        return api->error(err, 500, "BadConfig",
+                          "plugins.cuda-sd.backend: \"%s\" is not cpu or cuda", c->backend);
+    }
+    const char *data = api->data_dir ? api->data_dir() : NULL;
+    snprintf(sd->data_dir, sizeof sd->data_dir, "%s", data ? data : "");
+    if (resolve(sd->models_dir, sizeof sd->models_dir, sd->data_dir,
+                c->models_dir ? c->models_dir : "models/sd") != 0) {
+        free(sd);
+        return api->error(err, 500, "BadConfig", "plugins.cuda-sd.models_dir: path too long");
+    }
+    if (pthread_mutex_init(&sd->lock, NULL) != 0) {
+        free(sd);
+        return api->error(err, 500, "InternalError", "cuda-sd: mutex init failed");
+    }
+    if (api->command_add(self, "sd", cuda_sd_cli_usage, 0, cuda_sd_cli, sd) != 0 ||
+        api->provider_add(self, "generator", "sd", HN_GENERATOR_VERSION, &cuda_sd_generator_vt,
+                          sd) != 0) {
+        pthread_mutex_destroy(&sd->lock);
+        free(sd);
+        return api->error(err, 500, "InternalError",
+                          "cuda-sd: cannot register the sd command or the generator");
+    }
+    *state = sd;
+    return HN_OK;
+}
+
+static void cuda_sd_stop(void *state)
+{
+    cuda_sd_generator_release(state);
+}
+
+static void cuda_sd_fini(void *state)
+{
+    cuda_sd *sd = state;
+    if (!sd)
+        return;
+    cuda_sd_generator_release(sd);
+    json_decref(sd->worker_models);
+    pthread_mutex_destroy(&sd->lock);
+    free(sd);
+}
+
+static const hn_plugin_desc cuda_sd_desc = {
+    HN_PLUGIN_DESC_INIT,
+    .name = "cuda-sd",
+    .version = "0.1.0",
+    .description = "Stable Diffusion engine (CPU backend): the generator provider and the "
+                   "`horde-node sd` commands",
+    .conf = cuda_sd_schema,
+    .conf_size = sizeof(cuda_sd_conf),
+    .init = cuda_sd_init,
+    .stop = cuda_sd_stop,
+    .fini = cuda_sd_fini,
+};
+
+HN_PLUGIN_EXPORT const hn_plugin_desc *hn_plugin_entry(void)
+{
+    return &cuda_sd_desc;
+}

@@ -1,0 +1,660 @@
+/* test_cuda_backend.c - the CUDA backend (backend/cuda/) op by op against the
+ * CPU backend, the numerical reference, on random inputs.
+ *
+ * Runs the same tests on up to two builds of the CUDA backend:
+ *   - "cuda": the real library (libhn-sd-cuda.so, found as the loader finds
+ *     it). Without a GPU (or without the library: no nvcc at build time)
+ *     every test is skipped, unless HN_SD_REQUIRE_GPU=1 (make gpu-check),
+ *     which turns that into a failure.
+ *   - "cuda-emu": the same sources built with g++ against the CPU emulation
+ *     of CUDA (backend/cuda/emu), libhn-sd-cuda-emu.so beside the real one;
+ *     it checks kernel logic, launch geometry and cuBLAS conventions on any
+ *     machine. Skipped when that library was not built.
+ *
+ * Each CUDA build is checked in two precisions: AUTO (fp16 tensor-core
+ * GEMMs, flash attention; fp16 tolerances, ~5e-3 of the output's largest
+ * magnitude) and F32 (plain float32 GEMMs and attention: 2e-5), with weight
+ * names that select both of AUTO's paths (UNet-like fp16, VAE-like TF32).
+ */
+#include "cuda_fixture.h"
+
+#include <math.h>
+
+#include "backend/ops.h"
+#include "engine/half.h"
+#include "engine/model_file.h"
+
+/* ---- data helpers ----------------------------------------------------------- */
+
+static uint64_t rng_state = 0x1234567887654321ull;
+
+static float frand(void)
+{
+    rng_state = rng_state * 6364136223846793005ull + 1442695040888963407ull;
+    return (float)((rng_state >> 40) * (1.0 / 16777216.0)) * 2.0f - 1.0f;
+}
+
+static float *rand_vec(size_t n, float scale)
+{
+    float *v = malloc(n * sizeof *v);
+    assert_non_null(v);
+    for (size_t i = 0; i < n; i++) v[i] = frand() * scale;
+    return v;
+}
+
+/* A weight tensor as a model file would present it: host bytes in the
+ * given dtype, PyTorch shape. Free with weight_free. */
+typedef struct test_weight {
+    sd_tensor_info info;
+    void *bytes;
+    char name[128];
+} test_weight;
+
+static test_weight *weight_new(const char *name, sd_dtype dt, int ndim, const int64_t *shape,
+                               float scale)
+{
+    test_weight *w = calloc(1, sizeof *w);
+    assert_non_null(w);
+    snprintf(w->name, sizeof w->name, "%s", name);
+    size_t n = 1;
+    for (int i = 0; i < ndim; i++) {
+        w->info.shape[i] = shape[i];
+        n *= (size_t)shape[i];
+    }
+    w->info.name = w->name;
+    w->info.dtype = dt;
+    w->info.ndim = ndim;
+    size_t esz = dt == SD_DTYPE_F32 ? 4 : 2;
+    /* one spare byte in front: mapped tensors may be unaligned */
+    unsigned char *raw = malloc(n * esz + 1);
+    assert_non_null(raw);
+    w->bytes = raw;
+    unsigned char *data = raw + 1;
+    for (size_t i = 0; i < n; i++) {
+        float v = frand() * scale;
+        if (dt == SD_DTYPE_F32) {
+            memcpy(data + 4 * i, &v, 4);
+        } else {
+            uint16_t h = dt == SD_DTYPE_F16 ? sd_f32_to_f16(v) : sd_f32_to_bf16(v);
+            memcpy(data + 2 * i, &h, 2);
+        }
+    }
+    w->info.data = data;
+    w->info.nbytes = n * esz;
+    return w;
+}
+
+static test_weight *weight_1d(const char *name, sd_dtype dt, int64_t n, float scale)
+{
+    return weight_new(name, dt, 1, &n, scale);
+}
+
+static void weight_free(test_weight *w)
+{
+    if (!w) return;
+    free(w->bytes);
+    free(w);
+}
+
+static sd_tensor tensor_from(sd_backend *be, int n, int h, int w, int c, const float *host)
+{
+    sd_tensor t;
+    if (sd_tensor_new(be, &t, n, h, w, c) != 0) fail_msg("alloc: %s", sd_backend_error(be));
+    if (host && sd_upload(be, host, &t) != 0) fail_msg("upload: %s", sd_backend_error(be));
+    return t;
+}
+
+static float *tensor_get(sd_backend *be, const sd_tensor *t)
+{
+    float *h = malloc(sd_tensor_numel_of(t) * sizeof *h);
+    assert_non_null(h);
+    if (sd_download(be, t, h) != 0) fail_msg("download: %s", sd_backend_error(be));
+    return h;
+}
+
+/* max |got - want| <= tol * max |want| (plus a floor for all-zero refs) */
+static void check_close(const float *got, const float *want, size_t n, double tol,
+                        const char *what)
+{
+    double maxref = 0.0, maxdiff = 0.0;
+    size_t at = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (fabs(want[i]) > maxref) maxref = fabs(want[i]);
+        double d = fabs((double)got[i] - (double)want[i]);
+        if (!(d <= maxdiff)) {  /* also catches NaN */
+            maxdiff = isnan(d) ? INFINITY : d;
+            at = i;
+        }
+    }
+    double bound = tol * (maxref > 1e-6 ? maxref : 1e-6);
+    if (!(maxdiff <= bound))
+        fail_msg("%s: max |diff| %.3g at %zu (got %.6g, want %.6g) > %.3g (tol %.1e of max %.4g)",
+                 what, maxdiff, at, got[at], want[at], bound, tol, maxref);
+}
+
+static double tol_of(int prec, double f16_tol)
+{
+    return prec == PREC_F32 ? 2e-5 : f16_tol;
+}
+
+static const char *prec_name(int prec) { return prec == PREC_F32 ? "F32" : "AUTO"; }
+
+/* ---- probe and loader --------------------------------------------------------- */
+
+static void test_probe(void **state)
+{
+    fixture *f = *state;
+    NEED_CUDA(f);
+    assert_true(sd_backend_is_cuda(f->cuda[0]));
+    assert_false(sd_backend_is_cuda(f->cpu));
+    const sd_backend_ops *o = f->cuda[0]->ops;
+    assert_string_equal(o->name, "cuda");
+    /* every op of the interface is implemented */
+    assert_true(o->destroy && o->alloc && o->release && o->upload_nchw && o->download_nchw &&
+                o->upload && o->download && o->conv2d && o->linear && o->group_norm &&
+                o->layer_norm && o->attention && o->activation && o->geglu && o->add &&
+                o->add_per_channel && o->concat_channels && o->upsample_nearest2x &&
+                o->timestep_embedding && o->embedding);
+}
+
+static void test_missing_library(void **state)
+{
+    (void)state;
+    char err[512] = "";
+    sd_cuda_options opt = { 0, SD_CUDA_PREC_AUTO, 0, "/nonexistent/libhn-sd-cuda.so" };
+    assert_null(sd_backend_cuda_create(&opt, err, sizeof err));
+    assert_non_null(strstr(err, "nonexistent"));
+    assert_int_equal(sd_cuda_probe("/nonexistent/libhn-sd-cuda.so", NULL, err, sizeof err), -1);
+}
+
+/* ---- conv2d ------------------------------------------------------------------- */
+
+typedef struct conv_case {
+    int n, h, w, cin, cout, k;
+    sd_conv_params p;
+    bool bias, residual;
+    sd_dtype dt;
+    const char *name;           /* selects AUTO's fp16 (UNet) or TF32 (VAE) path */
+} conv_case;
+
+static void run_conv(fixture *f, const conv_case *cc)
+{
+    int64_t wshape[4] = { cc->cout, cc->cin, cc->k, cc->k };
+    test_weight *w = weight_new(cc->name, cc->dt, 4, wshape, 0.3f);
+    test_weight *b = cc->bias ? weight_1d("b", cc->dt, cc->cout, 0.5f) : NULL;
+    int oh = sd_conv_out_size(cc->h, cc->k, cc->p.stride, cc->p.pad_top, cc->p.pad_bottom);
+    int ow = sd_conv_out_size(cc->w, cc->k, cc->p.stride, cc->p.pad_left, cc->p.pad_right);
+    size_t nin = (size_t)cc->n * cc->h * cc->w * cc->cin, nout = (size_t)cc->n * oh * ow * cc->cout;
+    float *xin = rand_vec(nin, 1.0f), *res = rand_vec(nout, 1.0f);
+
+    sd_tensor x = tensor_from(f->cpu, cc->n, cc->h, cc->w, cc->cin, xin);
+    sd_tensor r = tensor_from(f->cpu, cc->n, oh, ow, cc->cout, res);
+    sd_tensor o = tensor_from(f->cpu, cc->n, oh, ow, cc->cout, NULL);
+    if (sd_conv2d(f->cpu, &x, &w->info, b ? &b->info : NULL, &cc->p, cc->residual ? &r : NULL, &o))
+        fail_msg("cpu conv: %s", sd_backend_error(f->cpu));
+    float *want = tensor_get(f->cpu, &o);
+    sd_tensor_free(f->cpu, &x);
+    sd_tensor_free(f->cpu, &r);
+    sd_tensor_free(f->cpu, &o);
+
+    for (int pi = 0; pi < N_PREC; pi++) {
+        sd_backend *be = f->cuda[pi];
+        x = tensor_from(be, cc->n, cc->h, cc->w, cc->cin, xin);
+        r = tensor_from(be, cc->n, oh, ow, cc->cout, res);
+        o = tensor_from(be, cc->n, oh, ow, cc->cout, NULL);
+        if (sd_conv2d(be, &x, &w->info, b ? &b->info : NULL, &cc->p, cc->residual ? &r : NULL, &o))
+            fail_msg("cuda conv: %s", sd_backend_error(be));
+        float *got = tensor_get(be, &o);
+        char what[256];
+        snprintf(what, sizeof what, "%s conv %s %dx%d k%d s%d pad %d,%d,%d,%d%s cin %d (%s)",
+                 f->label, cc->name, cc->h, cc->w, cc->k, cc->p.stride, cc->p.pad_top,
+                 cc->p.pad_left, cc->p.pad_bottom, cc->p.pad_right,
+                 cc->p.pad_mode == SD_PAD_CIRCULAR ? " circular" : "", cc->cin, prec_name(pi));
+        check_close(got, want, nout, tol_of(pi, 4e-3), what);
+        free(got);
+        sd_tensor_free(be, &x);
+        sd_tensor_free(be, &r);
+        sd_tensor_free(be, &o);
+    }
+    free(want);
+    free(xin);
+    free(res);
+    weight_free(w);
+    weight_free(b);
+}
+
+static void test_conv2d(void **state)
+{
+    fixture *f = *state;
+    NEED_CUDA(f);
+    const char *unet = "model.diffusion_model.input_blocks.1.0.in_layers.2.weight";
+    const char *vae = "first_stage_model.decoder.up.1.block.0.conv1.weight";
+    const conv_case cases[] = {
+        /* 3x3 same padding, bias + residual, channels a multiple of 4 */
+        { 2, 9, 7, 8, 12, 3, { 1, 1, 1, 1, 1, SD_PAD_ZEROS }, true, true, SD_DTYPE_F16, unet },
+        /* odd channel count (scalar im2col), F32 and BF16 weights */
+        { 1, 8, 8, 3, 5, 3, { 1, 1, 1, 1, 1, SD_PAD_ZEROS }, true, false, SD_DTYPE_F32, unet },
+        { 1, 6, 10, 5, 4, 3, { 1, 1, 1, 1, 1, SD_PAD_ZEROS }, false, true, SD_DTYPE_BF16, vae },
+        /* UNet downsample: stride 2, pad 1 */
+        { 2, 9, 8, 8, 8, 3, { 2, 1, 1, 1, 1, SD_PAD_ZEROS }, true, false, SD_DTYPE_F16, unet },
+        /* VAE encoder downsample: pad right/bottom only, stride 2 */
+        { 1, 8, 8, 4, 4, 3, { 2, 0, 0, 1, 1, SD_PAD_ZEROS }, true, false, SD_DTYPE_F16, vae },
+        /* 1x1 (direct GEMM, no patches) with bias and residual */
+        { 2, 5, 6, 16, 8, 1, { 1, 0, 0, 0, 0, SD_PAD_ZEROS }, true, true, SD_DTYPE_F16, unet },
+        { 1, 5, 6, 12, 4, 1, { 1, 0, 0, 0, 0, SD_PAD_ZEROS }, true, false, SD_DTYPE_F32, vae },
+        /* tiling: circular padding */
+        { 1, 6, 5, 4, 4, 3, { 1, 1, 1, 1, 1, SD_PAD_CIRCULAR }, true, false, SD_DTYPE_F16, unet },
+        /* big enough for several workspace slices (1 MB workspace) */
+        { 2, 24, 24, 64, 32, 3, { 1, 1, 1, 1, 1, SD_PAD_ZEROS }, true, true, SD_DTYPE_F16, unet },
+        { 1, 24, 24, 64, 16, 3, { 1, 1, 1, 1, 1, SD_PAD_ZEROS }, true, false, SD_DTYPE_F16, vae },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) run_conv(f, &cases[i]);
+}
+
+/* ---- linear ------------------------------------------------------------------ */
+
+static void run_linear(fixture *f, int rows, int K, int N, bool conv_shaped, bool bias,
+                       bool residual, const char *name)
+{
+    int64_t shape4[4] = { N, K, 1, 1 };
+    test_weight *w = weight_new(name, SD_DTYPE_F16, conv_shaped ? 4 : 2, shape4, 0.2f);
+    test_weight *b = bias ? weight_1d("bias", SD_DTYPE_F32, N, 0.5f) : NULL;
+    float *xin = rand_vec((size_t)rows * K, 1.0f), *res = rand_vec((size_t)rows * N, 1.0f);
+    float *want = NULL;
+    for (int pi = -1; pi < N_PREC; pi++) {
+        sd_backend *be = pi < 0 ? f->cpu : f->cuda[pi];
+        sd_tensor x = tensor_from(be, 1, 1, rows, K, xin);
+        sd_tensor r = tensor_from(be, 1, 1, rows, N, res);
+        sd_tensor o = tensor_from(be, 1, 1, rows, N, NULL);
+        if (sd_linear(be, &x, &w->info, b ? &b->info : NULL, residual ? &r : NULL, &o))
+            fail_msg("%s linear: %s", be->ops->name, sd_backend_error(be));
+        float *got = tensor_get(be, &o);
+        if (pi < 0) {
+            want = got;
+        } else {
+            char what[160];
+            snprintf(what, sizeof what, "%s linear %s %dx%d->%d (%s)", f->label, name, rows, K, N,
+                     prec_name(pi));
+            check_close(got, want, (size_t)rows * N, tol_of(pi, 4e-3), what);
+            free(got);
+        }
+        sd_tensor_free(be, &x);
+        sd_tensor_free(be, &r);
+        sd_tensor_free(be, &o);
+    }
+    free(want);
+    free(xin);
+    free(res);
+    weight_free(w);
+    weight_free(b);
+}
+
+static void test_linear(void **state)
+{
+    fixture *f = *state;
+    NEED_CUDA(f);
+    run_linear(f, 37, 24, 40, false, true, true, "model.diffusion_model.x.ff.net.2.weight");
+    run_linear(f, 10, 33, 7, true, true, false, "first_stage_model.decoder.mid.attn_1.q.weight");
+    run_linear(f, 77, 32, 96, false, false, false,
+               "cond_stage_model.transformer.text_model.encoder.layers.0.mlp.fc1.weight");
+    /* more rows than one 1 MB fp16 workspace slice */
+    run_linear(f, 3000, 256, 16, false, true, true, "model.diffusion_model.proj_in.weight");
+}
+
+/* ---- norms ------------------------------------------------------------------- */
+
+static void test_group_norm(void **state)
+{
+    fixture *f = *state;
+    NEED_CUDA(f);
+    const struct { int n, h, w, c, groups; bool silu, in_place; float offset; } cases[] = {
+        { 2, 8, 8, 64, 32, true, false, 0.0f },
+        { 1, 5, 7, 12, 4, false, true, 3.0f },   /* mean far from 0 */
+        { 2, 40, 40, 32, 8, true, true, -1.0f }, /* several slices per group */
+        { 1, 1, 1, 6, 3, false, false, 0.0f },
+        { 2, 4, 4, 40, 4, true, false, 0.5f },   /* 10 channels a group, as SD's 320/32 */
+    };
+    for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
+        int n = cases[ci].n, h = cases[ci].h, w = cases[ci].w, c = cases[ci].c;
+        size_t total = (size_t)n * h * w * c;
+        float *xin = rand_vec(total, 2.0f);
+        for (size_t i = 0; i < total; i++) xin[i] += cases[ci].offset;
+        test_weight *g = weight_1d("norm.weight", SD_DTYPE_F16, c, 1.0f);
+        test_weight *b = weight_1d("norm.bias", SD_DTYPE_F32, c, 1.0f);
+        float *want = NULL;
+        for (int pi = -1; pi < N_PREC; pi++) {
+            sd_backend *be = pi < 0 ? f->cpu : f->cuda[pi];
+            sd_tensor x = tensor_from(be, n, h, w, c, xin);
+            sd_tensor o = cases[ci].in_place ? x : tensor_from(be, n, h, w, c, NULL);
+            if (sd_group_norm(be, &x, cases[ci].groups, 1e-5f, &g->info, &b->info,
+                              cases[ci].silu, &o))
+                fail_msg("%s group_norm: %s", be->ops->name, sd_backend_error(be));
+            float *got = tensor_get(be, &o);
+            if (pi < 0) {
+                want = got;
+            } else {
+                char what[128];
+                snprintf(what, sizeof what, "%s group_norm case %zu (%s)", f->label, ci,
+                         prec_name(pi));
+                check_close(got, want, total, 2e-5, what);
+                free(got);
+            }
+            if (!cases[ci].in_place) sd_tensor_free(be, &o);
+            sd_tensor_free(be, &x);
+        }
+        free(want);
+        free(xin);
+        weight_free(g);
+        weight_free(b);
+    }
+}
+
+static void test_layer_norm(void **state)
+{
+    fixture *f = *state;
+    NEED_CUDA(f);
+    const int shapes[][3] = { { 2, 77, 32 }, { 1, 64, 320 }, { 1, 9, 1280 }, { 3, 5, 7 } };
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+        int n = shapes[si][0], L = shapes[si][1], c = shapes[si][2];
+        size_t total = (size_t)n * L * c;
+        float *xin = rand_vec(total, 3.0f);
+        for (size_t i = 0; i < total; i++) xin[i] += 5.0f;
+        test_weight *g = weight_1d("ln.weight", SD_DTYPE_F32, c, 1.0f);
+        test_weight *b = weight_1d("ln.bias", SD_DTYPE_BF16, c, 1.0f);
+        float *want = NULL;
+        for (int pi = -1; pi < N_PREC; pi++) {
+            sd_backend *be = pi < 0 ? f->cpu : f->cuda[pi];
+            sd_tensor x = tensor_from(be, n, 1, L, c, xin);
+            if (sd_layer_norm(be, &x, &g->info, &b->info, 1e-5f, &x))  /* in place */
+                fail_msg("%s layer_norm: %s", be->ops->name, sd_backend_error(be));
+            float *got = tensor_get(be, &x);
+            if (pi < 0) {
+                want = got;
+            } else {
+                char what[128];
+                snprintf(what, sizeof what, "%s layer_norm C=%d (%s)", f->label, c, prec_name(pi));
+                check_close(got, want, total, 2e-5, what);
+                free(got);
+            }
+            sd_tensor_free(be, &x);
+        }
+        free(want);
+        free(xin);
+        weight_free(g);
+        weight_free(b);
+    }
+}
+
+/* ---- attention ------------------------------------------------------------------ */
+
+static void run_attention(fixture *f, int B, int Lq, int Lk, int C, int heads, bool causal,
+                          float qscale)
+{
+    float *qh = rand_vec((size_t)B * Lq * C, qscale), *kh = rand_vec((size_t)B * Lk * C, 1.0f);
+    float *vh = rand_vec((size_t)B * Lk * C, 1.0f);
+    float *want = NULL;
+    for (int pi = -1; pi < N_PREC; pi++) {
+        sd_backend *be = pi < 0 ? f->cpu : f->cuda[pi];
+        sd_tensor q = tensor_from(be, B, 1, Lq, C, qh);
+        sd_tensor k = tensor_from(be, B, 1, Lk, C, kh);
+        sd_tensor v = tensor_from(be, B, 1, Lk, C, vh);
+        sd_tensor o = tensor_from(be, B, 1, Lq, C, NULL);
+        if (sd_attention(be, &q, &k, &v, heads, 0.0f, causal, &o))
+            fail_msg("%s attention: %s", be->ops->name, sd_backend_error(be));
+        float *got = tensor_get(be, &o);
+        if (pi < 0) {
+            want = got;
+        } else {
+            char what[160];
+            snprintf(what, sizeof what, "%s attention B%d Lq%d Lk%d C%d h%d%s (%s)", f->label, B,
+                     Lq, Lk, C, heads, causal ? " causal" : "", prec_name(pi));
+            check_close(got, want, (size_t)B * Lq * C, tol_of(pi, 6e-3), what);
+            free(got);
+        }
+        sd_tensor_free(be, &q);
+        sd_tensor_free(be, &k);
+        sd_tensor_free(be, &v);
+        sd_tensor_free(be, &o);
+    }
+    free(want);
+    free(qh);
+    free(kh);
+    free(vh);
+}
+
+static void test_attention(void **state)
+{
+    fixture *f = *state;
+    NEED_CUDA(f);
+    run_attention(f, 2, 100, 77, 64, 4, false, 1.0f);   /* cross-attention, d 16 */
+    run_attention(f, 1, 130, 130, 80, 2, false, 2.0f);  /* self, d 40 (padded to 48) */
+    /* SD1.5's first level in small: d 40, five key tiles through the flash
+     * kernel's double buffer, queries in several blocks */
+    run_attention(f, 1, 300, 300, 80, 2, false, 1.0f);
+    run_attention(f, 2, 77, 77, 64, 2, true, 1.0f);     /* CLIP: causal, d 32 */
+    run_attention(f, 1, 70, 70, 320, 2, false, 1.0f);   /* d 160: > 48 KB of shared memory */
+    run_attention(f, 2, 90, 77, 160, 2, false, 1.0f);   /* d 80: the 4-warp blocks, 2 per head */
+    run_attention(f, 1, 33, 33, 512, 1, false, 0.5f);   /* VAE: d 512, cuBLAS path */
+    run_attention(f, 1, 20, 9, 24, 3, true, 1.0f);      /* causal with Lk < Lq */
+    /* large logits (SD2's overflow case for fp16 scores) */
+    run_attention(f, 1, 64, 64, 64, 1, false, 40.0f);
+}
+
+/* ---- element-wise ---------------------------------------------------------------- */
+
+typedef int (*unary_fn)(sd_backend *, const sd_tensor *, sd_tensor *);
+
+static void test_elementwise(void **state)
+{
+    fixture *f = *state;
+    NEED_CUDA(f);
+    const int n = 2, h = 5, w = 6, c = 8;
+    const size_t total = (size_t)n * h * w * c;
+    float *a = rand_vec(total, 4.0f), *b = rand_vec(total, 4.0f);
+    float *v = rand_vec((size_t)n * c, 1.0f), *g = rand_vec(total * 2, 3.0f);
+    float *c2 = rand_vec((size_t)n * h * w * 5, 1.0f);
+    float t_host[2] = { 999.0f, 1.5f };
+    int ids[2 * 7] = { 0, 5, 9, 3, 3, 1, 8, 2, 2, 7, 0, 9, 4, 6 };
+    test_weight *tab16 = weight_new("token_embedding.weight", SD_DTYPE_F16, 2,
+                                    (const int64_t[]){ 10, 12 }, 1.0f);
+    test_weight *tab32 = weight_new("token_embedding.weight", SD_DTYPE_F32, 2,
+                                    (const int64_t[]){ 10, 12 }, 1.0f);
+    test_weight *pos = weight_new("position_embedding.weight", SD_DTYPE_F16, 2,
+                                  (const int64_t[]){ 9, 12 }, 1.0f);
+    enum { N_RESULTS = 11 };
+    float *want[N_RESULTS] = { 0 };
+    size_t sizes[N_RESULTS];
+    const char *names[N_RESULTS] = { "silu", "gelu", "quick_gelu", "geglu", "add",
+                                     "add_per_channel", "concat", "upsample", "timestep",
+                                     "embedding f16+pos", "embedding f32" };
+    for (int pi = -1; pi < N_PREC; pi++) {
+        sd_backend *be = pi < 0 ? f->cpu : f->cuda[pi];
+        float *got[N_RESULTS];
+        sd_tensor ta = tensor_from(be, n, h, w, c, a), tb = tensor_from(be, n, h, w, c, b);
+        for (int act = 0; act < 3; act++) {
+            sd_tensor o = tensor_from(be, n, h, w, c, NULL);
+            assert_int_equal(sd_activation_op(be, (sd_activation)act, &ta, &o), 0);
+            got[act] = tensor_get(be, &o);
+            sizes[act] = total;
+            sd_tensor_free(be, &o);
+        }
+        sd_tensor tg = tensor_from(be, n, h, w, 2 * c, g), o = tensor_from(be, n, h, w, c, NULL);
+        assert_int_equal(sd_geglu(be, &tg, &o), 0);
+        got[3] = tensor_get(be, &o);
+        sizes[3] = total;
+        sd_tensor o2 = tensor_from(be, n, h, w, c, a);
+        assert_int_equal(sd_add(be, &o2, &tb, &o2), 0);   /* in place */
+        got[4] = tensor_get(be, &o2);
+        sizes[4] = total;
+        sd_tensor tv = tensor_from(be, n, 1, 1, c, v);
+        assert_int_equal(sd_add_per_channel(be, &ta, &tv, &o), 0);
+        got[5] = tensor_get(be, &o);
+        sizes[5] = total;
+        sd_tensor tc2 = tensor_from(be, n, h, w, 5, c2), tcat = tensor_from(be, n, h, w, c + 5, NULL);
+        assert_int_equal(sd_concat_channels(be, &ta, &tc2, &tcat), 0);
+        got[6] = tensor_get(be, &tcat);
+        sizes[6] = (size_t)n * h * w * (c + 5);
+        sd_tensor up = tensor_from(be, n, 2 * h, 2 * w, c, NULL);
+        assert_int_equal(sd_upsample_nearest2x(be, &ta, &up), 0);
+        got[7] = tensor_get(be, &up);
+        sizes[7] = total * 4;
+        sd_tensor temb = tensor_from(be, 2, 1, 1, 320, NULL);
+        assert_int_equal(sd_timestep_embedding(be, t_host, &temb), 0);
+        got[8] = tensor_get(be, &temb);
+        sizes[8] = 640;
+        sd_tensor emb = tensor_from(be, 2, 1, 7, 12, NULL);
+        if (sd_embedding(be, &tab16->info, ids, &pos->info, &emb))
+            fail_msg("%s embedding: %s", be->ops->name, sd_backend_error(be));
+        got[9] = tensor_get(be, &emb);
+        sizes[9] = 2 * 7 * 12;
+        assert_int_equal(sd_embedding(be, &tab32->info, ids, NULL, &emb), 0);
+        got[10] = tensor_get(be, &emb);
+        sizes[10] = 2 * 7 * 12;
+        /* an id outside the table is an error, not a read out of bounds */
+        int bad[2 * 7];
+        memcpy(bad, ids, sizeof bad);
+        bad[5] = 10;
+        assert_int_equal(sd_embedding(be, &tab16->info, bad, NULL, &emb), -1);
+        assert_non_null(strstr(sd_backend_error(be), "10"));
+
+        sd_tensor *all[] = { &ta, &tb, &tg, &o, &o2, &tv, &tc2, &tcat, &up, &temb, &emb };
+        for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) sd_tensor_free(be, all[i]);
+        for (int r = 0; r < N_RESULTS; r++) {
+            if (pi < 0) {
+                want[r] = got[r];
+                continue;
+            }
+            char what[128];
+            snprintf(what, sizeof what, "%s %s (%s)", f->label, names[r], prec_name(pi));
+            /* sin/cos of arguments near 1000 differ by a few ulp of 1000 */
+            check_close(got[r], want[r], sizes[r], r == 8 ? 1e-4 : 2e-6, what);
+            free(got[r]);
+        }
+    }
+    for (int r = 0; r < N_RESULTS; r++) free(want[r]);
+    free(a);
+    free(b);
+    free(v);
+    free(g);
+    free(c2);
+    weight_free(tab16);
+    weight_free(tab32);
+    weight_free(pos);
+}
+
+/* ---- transfers, errors, weight cache, memory ---------------------------------------- */
+
+static void test_layouts(void **state)
+{
+    fixture *f = *state;
+    NEED_CUDA(f);
+    const int n = 2, c = 3, h = 5, w = 7;
+    size_t total = (size_t)n * c * h * w;
+    float *nchw = rand_vec(total, 1.0f);
+    float *back = malloc(total * sizeof *back), *nhwc_cpu = NULL;
+    assert_non_null(back);
+    for (int pi = -1; pi < 1; pi++) {
+        sd_backend *be = pi < 0 ? f->cpu : f->cuda[0];
+        sd_tensor t = tensor_from(be, n, h, w, c, NULL);
+        assert_int_equal(sd_upload_nchw(be, nchw, &t), 0);
+        float *nhwc = tensor_get(be, &t);
+        assert_int_equal(sd_download_nchw(be, &t, back), 0);
+        assert_memory_equal(back, nchw, total * sizeof *back);
+        if (pi < 0) {
+            nhwc_cpu = nhwc;
+        } else {
+            assert_memory_equal(nhwc, nhwc_cpu, total * sizeof *back);
+            free(nhwc);
+        }
+        sd_tensor_free(be, &t);
+    }
+    free(nhwc_cpu);
+    free(nchw);
+    free(back);
+}
+
+static void test_shape_errors(void **state)
+{
+    fixture *f = *state;
+    NEED_CUDA(f);
+    sd_backend *be = f->cuda[0];
+    int64_t wshape[4] = { 4, 3, 3, 3 };
+    test_weight *w = weight_new("conv.weight", SD_DTYPE_F16, 4, wshape, 1.0f);
+    sd_tensor x = tensor_from(be, 1, 4, 4, 5, NULL);   /* 5 channels, weight wants 3 */
+    sd_tensor o = tensor_from(be, 1, 4, 4, 4, NULL);
+    sd_conv_params p = { 1, 1, 1, 1, 1, SD_PAD_ZEROS };
+    assert_int_equal(sd_conv2d(be, &x, &w->info, NULL, &p, NULL, &o), -1);
+    assert_non_null(strstr(sd_backend_error(be), "channels"));
+    /* a weight whose element count does not fit the linear */
+    sd_tensor y = tensor_from(be, 1, 4, 4, 7, NULL);
+    assert_int_equal(sd_linear(be, &o, &w->info, NULL, NULL, &y), -1);
+    assert_non_null(strstr(sd_backend_error(be), "elements"));
+    /* attention heads must divide the channels */
+    assert_int_equal(sd_attention(be, &y, &y, &y, 2, 0.0f, false, &y), -1);
+    sd_tensor_free(be, &x);
+    sd_tensor_free(be, &o);
+    sd_tensor_free(be, &y);
+    weight_free(w);
+}
+
+/* The cache is keyed by the data pointer; different bytes at the same
+ * address (another model mapped where a closed one was) must not reuse the
+ * old copy. */
+static void test_weight_cache_refresh(void **state)
+{
+    fixture *f = *state;
+    NEED_CUDA(f);
+    sd_backend *be = f->cuda[0];
+    int64_t shape[2] = { 4, 8 };
+    test_weight *w = weight_new("model.diffusion_model.l.weight", SD_DTYPE_F32, 2, shape, 1.0f);
+    float *xin = rand_vec(8, 1.0f);
+    sd_tensor x = tensor_from(be, 1, 1, 1, 8, xin), o = tensor_from(be, 1, 1, 1, 4, NULL);
+    float first[4], second[4], wv[32];
+    assert_int_equal(sd_linear(be, &x, &w->info, NULL, NULL, &o), 0);
+    assert_int_equal(sd_download(be, &o, first), 0);
+    memcpy(wv, w->info.data, sizeof wv);
+    for (int i = 0; i < 32; i++) wv[i] = -wv[i];
+    memcpy((void *)w->info.data, wv, sizeof wv);
+    assert_int_equal(sd_linear(be, &x, &w->info, NULL, NULL, &o), 0);
+    assert_int_equal(sd_download(be, &o, second), 0);
+    for (int i = 0; i < 4; i++) assert_true(fabsf(second[i] + first[i]) <= 1e-2f * (1.0f + fabsf(first[i])));
+    sd_tensor_free(be, &x);
+    sd_tensor_free(be, &o);
+    free(xin);
+    weight_free(w);
+}
+
+static void test_memory_stats(void **state)
+{
+    fixture *f = *state;
+    NEED_CUDA(f);
+    sd_backend *be = f->cuda[0];
+    sd_cuda_memory m;
+    assert_int_equal(sd_backend_cuda_memory(be, &m, true), 0);
+    sd_tensor t = tensor_from(be, 1, 64, 64, 64, NULL);
+    assert_int_equal(sd_backend_cuda_synchronize(be), 0);
+    assert_int_equal(sd_backend_cuda_memory(be, &m, false), 0);
+    assert_true(m.activations_peak >= (size_t)64 * 64 * 64 * 4);
+    assert_true(m.device_total > 0);
+    sd_tensor_free(be, &t);
+    assert_int_equal(sd_backend_cuda_memory(f->cpu, &m, false), -1);   /* not CUDA */
+}
+
+#define FX_TESTS                                                                             \
+    cmocka_unit_test(test_probe), cmocka_unit_test(test_conv2d), cmocka_unit_test(test_linear), \
+        cmocka_unit_test(test_group_norm), cmocka_unit_test(test_layer_norm),                \
+        cmocka_unit_test(test_attention), cmocka_unit_test(test_elementwise),                \
+        cmocka_unit_test(test_layouts), cmocka_unit_test(test_shape_errors),                 \
+        cmocka_unit_test(test_weight_cache_refresh), cmocka_unit_test(test_memory_stats)
+
+int main(void)
+{
+    const struct CMUnitTest common[] = { cmocka_unit_test(test_missing_library) };
+    const struct CMUnitTest gpu[] = { FX_TESTS };
+    const struct CMUnitTest emu[] = { FX_TESTS };
+    int failed = cmocka_run_group_tests_name("cuda loader", common, NULL, NULL);
+    failed += cmocka_run_group_tests_name("cuda (GPU)", gpu, setup_gpu, teardown);
+    failed += cmocka_run_group_tests_name("cuda-emu (CUDA kernels emulated on the CPU)", emu,
+                                          setup_emu, teardown);
+    return failed ? 1 : 0;
+}
