@@ -31,7 +31,7 @@ extern "C" {
 
 #define HN_PLUGIN_MAGIC 0x484e504cu /* "HNPL" */
 #define HN_ABI_MAJOR 1
-#define HN_ABI_MINOR 2
+#define HN_ABI_MINOR 3
 
 /* Options that change the layout of structs crossing the boundary. The loader
  * refuses a plugin whose signature differs from the host's (nginx's idea). */
