@@ -74,6 +74,9 @@ $(foreach p,$(PLUGINS),$(eval $(call plugin_template,$(p))))
 
 all: $(BUILD)/horde-node $(PLUGIN_SOS)
 
+# fuzzers and their corpus replay, crash/abuse tests (issue 11)
+-include tests/fuzz/fuzz.mk tests/reliability/reliability.mk
+
 # ---- tests ------------------------------------------------------------------
 UNIT_SRCS  := $(wildcard tests/unit/test_*.c)
 UNIT_TESTS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/unit/%)
@@ -92,12 +95,16 @@ abi-tests: all
 	@$(MAKE) --no-print-directory -C tests/abi HN_BUILD=$(abspath $(BUILD)) SANITIZE="$(SANITIZE)"
 
 integration-tests: all abi-tests
-	HN_BUILD=$(abspath $(BUILD)) /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/integration $(wildcard plugins/*/tests/test_*.py)
+	HN_BUILD=$(abspath $(BUILD)) /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/integration $(wildcard plugins/*/tests/test_*.py) tests/reliability
 
-check: all unit-tests abi-tests integration-tests
+check: all unit-tests abi-tests integration-tests fuzz-replay
 
+# The README's test command (and CI's): the suite, then the same suite under
+# ASan + UBSan (issue 11 wants sanitizers in CI; both fit well inside CI's
+# 30-minute budget on 2 cores).
 test: deps
 	@$(MAKE) --no-print-directory check
+	@$(MAKE) --no-print-directory check-asan
 
 # AddressSanitizer + UBSan over the same suite, in its own build folder.
 check-asan: deps
