@@ -96,6 +96,8 @@ abi-tests: all
 
 integration-tests: all abi-tests
 	HN_BUILD=$(abspath $(BUILD)) /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/integration $(wildcard plugins/*/tests/test_*.py) tests/reliability
+	HN_BUILD=$(abspath $(BUILD)) /usr/bin/python3 -m pytest -q -p no:cacheprovider --storage=postgres $(wildcard plugins/broker/tests/test_broker_*.py)
+	HN_BUILD=$(abspath $(BUILD)) /usr/bin/python3 -m pytest -q -p no:cacheprovider --storage=postgres-cluster $(wildcard plugins/broker/tests/test_broker_*.py)
 
 check: all unit-tests abi-tests integration-tests fuzz-replay
 

@@ -195,6 +195,23 @@ def make_node(tmp_path):
         pytest.fail("\n\n".join(problems))
 
 
+def pytest_addoption(parser):
+    # The broker suite's storage (plugins/broker/tests/hordetest.py): `postgres`
+    # runs every node on storage-pg + images-db, each test on its own database
+    # of the run's one PostgreSQL server (tests/pg.py); `postgres-cluster` also
+    # turns the broker's cluster mode on. HN_TEST_STORAGE too.
+    parser.addoption("--storage", choices=("sqlite", "postgres", "postgres-cluster"),
+                     default=os.environ.get("HN_TEST_STORAGE", "sqlite"),
+                     help="storage provider of the broker suite's nodes")
+
+
+def pytest_configure(config):
+    storage = config.getoption("storage")
+    os.environ["HN_TEST_STORAGE"] = "postgres" if storage.startswith("postgres") else storage
+    if storage == "postgres-cluster":
+        os.environ["HN_TEST_STORAGE_CLUSTER"] = "1"
+
+
 @pytest.fixture
 def shared_dir():
     if not os.path.isdir(SHARED):

@@ -68,6 +68,7 @@ typedef struct hn_route_match {
     hn_route_fn *fn;
     void *state;
     const char *plugin;
+    const char *pattern; /* the route's pattern (owned by the router) */
     int nparams;
     const char *names[HN_ROUTE_MAX_PARAMS];
     char *values[HN_ROUTE_MAX_PARAMS]; /* malloc'd; hn_route_match_clear frees */
@@ -81,7 +82,14 @@ int hn_router_match(unsigned method, const char *path, hn_route_match *out);
 unsigned hn_router_methods(const char *path);
 void hn_route_match_clear(hn_route_match *m);
 void hn_router_dump(FILE *out);
+/* Calls fn for every route in registration order (after the freeze). */
+void hn_router_each(void (*fn)(void *arg, unsigned methods, const char *pattern,
+                               const char *plugin),
+                    void *arg);
 void hn_router_reset(void); /* tests only */
+
+/* ---- profanity.c: api->text_profane --------------------------------------- */
+bool hn_text_profane(const char *text);
 
 /* ---- http.c: the HTTP server ---------------------------------------------- */
 typedef struct hn_http_config {

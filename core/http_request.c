@@ -382,6 +382,10 @@ static void allow_header(unsigned methods, char *out, size_t n) {
             o += (size_t)snprintf(out + o, o < n ? n - o : 0, "%s%s", o ? ", " : "", names[i].name);
 }
 
+/* The host table, for running hook http_request (set by hn_req_fill_api,
+ * before any request exists; read-only afterwards). */
+static const hn_api *g_req_api;
+
 void hn_req_dispatch(hn_request *r) {
     http_loop *L = r->loop;
     if (L != NULL) {
@@ -398,6 +402,14 @@ void hn_req_dispatch(hn_request *r) {
     }
     int rc = r->method != 0 ? hn_router_match(r->method, r->path, &r->match) : 1;
     if (rc == 0) {
+        /* hook http_request may refuse it first (rate limits) */
+        hn_error herr = {0};
+        if (g_req_api != NULL && g_req_api->hook_handlers != NULL &&
+            hn_run_http_request(g_req_api, r, r->match.pattern, &herr) == HN_ERROR) {
+            hn_req_answer_error(r, herr.status ? herr.status : 403,
+                                herr.rc[0] ? herr.rc : "Forbidden", herr.message);
+            return;
+        }
         r->flags |= REQ_IN_HANDLER;
         r->match.fn(r, r->match.state);
         r->flags &= ~REQ_IN_HANDLER;
@@ -520,6 +532,14 @@ static const char *api_req_client_ip(hn_request *req) {
     return req->ip;
 }
 
+static void api_req_set_client_ip(hn_request *req, const char *ip) {
+    size_t n = ip != NULL ? strlen(ip) : 0;
+    if (n == 0 || n >= sizeof req->ip)
+        return;
+    memcpy(req->ip, ip, n + 1);
+    req->flags |= REQ_IP_DONE;
+}
+
 static const void *api_req_body(hn_request *req, size_t *len) {
     if (!(req->flags & REQ_BODY_DONE) && req->ev != NULL) {
         req->flags |= REQ_BODY_DONE;
@@ -578,12 +598,14 @@ static json_t *api_req_json(hn_request *req, hn_error *err) {
 }
 
 void hn_req_fill_api(hn_api *api) {
+    g_req_api = api;
     api->req_method = api_req_method;
     api->req_path = api_req_path;
     api->req_param = api_req_param;
     api->req_query = api_req_query;
     api->req_header = api_req_header;
     api->req_client_ip = api_req_client_ip;
+    api->req_set_client_ip = api_req_set_client_ip;
     api->req_body = api_req_body;
     api->req_json = api_req_json;
     api->resp_header = api_resp_header;

@@ -207,6 +207,8 @@ static void fill_api(void) {
     a->hook_handlers = hn_hooks_handlers;
     a->provider_get = api_provider_get;
     a->conf_where = api_conf_where;
+    a->routes_each = hn_router_each;
+    a->text_profane = hn_text_profane;
     hn_loop_fill_api(a);
     hn_http_fill_api(a);
 }

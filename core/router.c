@@ -289,6 +289,7 @@ int hn_router_match(unsigned method, const char *path, hn_route_match *out) {
         out->fn = r->fn;
         out->state = r->state;
         out->plugin = r->plugin;
+        out->pattern = r->pattern;
         return 0;
     }
     return w.allowed != 0 ? 1 : -1;
@@ -328,4 +329,11 @@ void hn_router_dump(FILE *out) {
         }
         fprintf(out, "  %-12s %-44s from %s\n", methods, r->pattern, r->plugin);
     }
+}
+
+void hn_router_each(void (*fn)(void *arg, unsigned methods, const char *pattern,
+                               const char *plugin),
+                    void *arg) {
+    for (const route *r = g_routes; r != NULL; r = r->next)
+        fn(arg, r->methods, r->pattern, r->plugin);
 }

@@ -78,7 +78,8 @@ command -v cuobjdump >/dev/null && cuobjdump --list-elf --list-ptx "$LIB" | sed 
 
 export HN_SHARED=$CARRY/shared HN_SD_REQUIRE_GPU=1
 step "CUDA tests (HN_SD_REQUIRE_GPU=1)"
-for t in "$BIN"/tests/cuda-sd/test_cuda_backend "$BIN"/tests/cuda-sd/test_cuda_networks; do
+for t in "$BIN"/tests/cuda-sd/test_cuda_backend "$BIN"/tests/cuda-sd/test_cuda_networks \
+         "$BIN"/tests/cuda-sd/test_cuda_engine; do
     echo "== $t"
     timeout 300 "$t" 2>&1 | tee -a "$OUT/tests.log"
     rc=${PIPESTATUS[0]}

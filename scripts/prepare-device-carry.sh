@@ -19,7 +19,7 @@ BUILD=${BUILD:-build}
 SHARED=${HN_SHARED:-../shared}
 CARRY=.device-carry
 PROGS="$BUILD/tests/cuda-sd/test_cuda_backend $BUILD/tests/cuda-sd/test_cuda_networks
-       $BUILD/bench/cuda-sd/bench_cuda"
+       $BUILD/tests/cuda-sd/test_cuda_engine $BUILD/bench/cuda-sd/bench_cuda"
 
 command -v nvcc >/dev/null 2>&1 || [ -x /usr/local/cuda/bin/nvcc ] || {
     echo "prepare-device-carry: nvcc not found: cannot build $BUILD/lib/libhn-sd-cuda.so" >&2
@@ -33,7 +33,7 @@ mkdir -p "$CARRY/build/lib" "$CARRY/build/tests/cuda-sd" "$CARRY/build/bench/cud
          "$CARRY/debs" "$CARRY/shared/golden" "$CARRY/shared/models/clip"
 cp "$BUILD/lib/libhn-sd-cuda.so" "$CARRY/build/lib/"
 cp "$BUILD/tests/cuda-sd/test_cuda_backend" "$BUILD/tests/cuda-sd/test_cuda_networks" \
-   "$CARRY/build/tests/cuda-sd/"
+   "$BUILD/tests/cuda-sd/test_cuda_engine" "$CARRY/build/tests/cuda-sd/"
 cp "$BUILD/bench/cuda-sd/bench_cuda" "$CARRY/build/bench/cuda-sd/"
 # the golden models the network tests read: each index .json and the file
 # it names for F16 (else F32), and the reference outputs

@@ -19,6 +19,7 @@ static const hn_conf_spec auth_conf_spec[] = {
 
 /* Other kinds of keys (shared keys, ...) get the first look; auth answers last. */
 static const hn_hook_order auth_last = {HN_ORDER_LAST, NULL, NULL};
+static const hn_hook_order auth_first = {HN_ORDER_FIRST, NULL, NULL};
 
 static hn_rc auth_init(hn_plugin *self, const hn_api *api, void *confp, void **state,
                        hn_error *err) {
@@ -29,13 +30,24 @@ static hn_rc auth_init(hn_plugin *self, const hn_api *api, void *confp, void **s
     a->api = api;
     a->conf = confp;
     pthread_mutex_init(&a->reg_mu, NULL);
+    pthread_mutex_init(&a->proxy_mu, NULL);
     *state = a;
     int bad = 0;
     bad |= hn_hook_add_http_authenticate(api, self, auth_http_authenticate, a, &auth_last);
     bad |= hn_hook_add_user_lookup(api, self, auth_user_lookup, a, &auth_last);
     bad |= hn_hook_add_user_ensure(api, self, auth_user_ensure, a, &auth_last);
+    bad |= hn_hook_add_user_set_roles(api, self, auth_user_set_roles, a, &auth_last);
+    bad |= hn_hook_add_user_suspicion(api, self, auth_user_suspicion, a, &auth_last);
     bad |= api->route_add(self, HN_GET, "/api/v2/users/{id}", auth_route_user, a);
     bad |= api->route_add(self, HN_GET, "/api/v2/find_user", auth_route_find_user, a);
+    bad |= api->route_add(self, HN_GET, "/api/v2/users", auth_route_users, a);
+    bad |= api->route_add(self, HN_PUT | HN_DELETE, "/api/v2/users/{id}", auth_route_user_manage,
+                          a);
+    /* auth's fields first: a refused auth field stops the run before any
+     * other plugin (kudos) applied its own */
+    bad |= hn_hook_add_user_update(api, self, auth_user_update, a, &auth_first);
+    /* first: the proxied address must be in place before rate limits look */
+    bad |= hn_hook_add_http_request(api, self, auth_proxy_http_request, a, &auth_first);
     if (a->conf->registration) { /* off: not routed at all, so the node answers 404 */
         bad |= api->route_add(self, HN_GET, "/register", auth_route_register_form, a);
         bad |= api->route_add(self, HN_POST, "/register", auth_route_register_post, a);
@@ -80,6 +92,8 @@ static void auth_fini(void *state) {
     if (!a)
         return;
     pthread_mutex_destroy(&a->reg_mu);
+    pthread_mutex_destroy(&a->proxy_mu);
+    free(a->proxy_keys);
     free(a);
 }
 
@@ -87,7 +101,7 @@ static const hn_plugin_desc auth_desc = {
     HN_PLUGIN_DESC_INIT,
     .name = "auth",
     .version = "1.0.0",
-    .description = "users and API keys: http_authenticate, /users/{id}, /find_user, /register",
+    .description = "users and API keys: http_authenticate, /users[/{id}], /find_user, /register",
     .conf = auth_conf_spec,
     .conf_size = sizeof(auth_conf),
     .init = auth_init,

@@ -46,7 +46,7 @@ json_t *auth_user_details(const auth_account *a, int privilege, int64_t now) {
     json_object_set_new(d, "service", json_boolean(roles & HN_ROLE_SERVICE));
     json_object_set_new(d, "education", json_boolean(roles & HN_ROLE_EDUCATION));
     json_object_set_new(d, "customizer", json_boolean(roles & HN_ROLE_CUSTOMIZER));
-    json_object_set_new(d, "deleted", json_false());
+    json_object_set_new(d, "deleted", json_boolean(a->deleted));
     json_object_set_new(d, "styles", json_array());
     if (a->public_workers || privilege >= 1)
         json_object_set_new(d, "worker_ids", json_array());
@@ -60,10 +60,14 @@ json_t *auth_user_details(const auth_account *a, int privilege, int64_t now) {
     }
     if (privilege >= 2) {
         json_t *monthly = json_object();
-        json_object_set_new(monthly, "amount", json_integer(0));
+        json_object_set_new(monthly, "amount", json_integer(a->monthly_kudos));
         json_object_set_new(d, "evaluating_kudos", json_integer(0));
         json_object_set_new(d, "monthly_kudos", monthly);
-        json_object_set_new(d, "suspicious", json_integer(0));
+        json_object_set_new(d, "suspicious", json_integer(a->suspicion));
+        if (a->admin_comment[0])
+            json_object_set_new(d, "admin_comment", json_string(a->admin_comment));
+        if (a->proxy_passkey[0])
+            json_object_set_new(d, "proxy_passkey", json_string(a->proxy_passkey));
     }
     return d;
 }

@@ -1,5 +1,6 @@
 /* auth: hooks http_authenticate and user_lookup. */
 #include <string.h>
+#include <time.h>
 
 #include "auth.h"
 
@@ -33,6 +34,7 @@ hn_rc auth_http_authenticate(void *state, hn_request *req, const char *apikey, h
         return auth_invalid_key(a, err);
     if (rc != HN_OK)
         return HN_ERROR;
+    auth_users_touch(&a->db, &acc, time(NULL));
     *user = acc.user;
     return HN_OK;
 }

@@ -129,6 +129,8 @@ void auth_route_register_post(hn_request *req, void *state) {
         return;
     }
     const char *why = auth_alias_check(username);
+    if (!why && a->api->text_profane(username)) /* §5 profanity checks */
+        why = "That username contains profanity. Please choose another.";
     if (why) {
         send_form(a, req, 400, why, NULL);
         return;

@@ -72,6 +72,33 @@ void auth_route_find_user(hn_request *req, void *state) {
         a->api->respond_error(req, &err);
         return;
     }
+    /* a shared key (hook sharedkey_owner, the broker's): its owner's public
+     * details, named after the key */
+    int64_t owner_id = -1;
+    char key_name[256] = "";
+    hn_rc skrc = hn_run_sharedkey_owner(a->api, apikey, false, &owner_id, key_name,
+                                        sizeof key_name, &err);
+    if (skrc == HN_ERROR) {
+        a->api->respond_error(req, &err);
+        return;
+    }
+    if (skrc == HN_OK) {
+        auth_account owner;
+        hn_rc rc = auth_users_get(&a->db, owner_id, &owner, &err);
+        if (rc == HN_DECLINED)
+            auth_fail(&err, 404, "UserNotFound", "User with API Key not found.");
+        if (rc != HN_OK) {
+            a->api->respond_error(req, &err);
+            return;
+        }
+        json_t *details = auth_user_details(&owner, 0, time(NULL));
+        hn_run_user_details(a->api, &owner.user, 0, details);
+        char shown[512];
+        snprintf(shown, sizeof shown, "%s (Shared Key: %s)", owner.user.username, key_name);
+        json_object_set_new(details, "username", json_string(shown));
+        a->api->respond_json(req, 200, details);
+        return;
+    }
     hn_user who;
     if (auth_resolve(a, req, &who, &err) != HN_OK) {
         /* an unknown key is "user not found" here, not 401 (the horde's way);

@@ -36,7 +36,17 @@ typedef struct auth_account {
     bool pseudonymous;     /* created through open registration */
     bool public_workers;
     int64_t worker_invited;
-    char contact[256];     /* "" when none */
+    char contact[2048];    /* "" when none (up to 500 characters) */
+    /* added by migration 2 (PUT /users/{id}, DELETE /users/{id}) */
+    double usage_multiplier;   /* admin-set, 0.1..10 (default 1) */
+    int64_t monthly_kudos;     /* admin-set monthly grant amount */
+    char admin_comment[2048];  /* moderators' note, "" when none */
+    bool deleted;              /* marked deleted (first DELETE) */
+    int64_t deleted_at;        /* unix seconds it was marked, 0 when not */
+    int64_t suspicion;         /* suspicion count (§5); reset by moderators */
+    char proxy_passkey[64];    /* service accounts' proxy passkey, "" when none */
+    int64_t last_active;       /* unix seconds of its last authenticated call (hourly) */
+    bool filtered;             /* moderators' flag: its prompts always get the replacement filter */
 } auth_account;
 
 typedef struct auth_new_user {
@@ -71,6 +81,28 @@ hn_rc auth_users_reset_key(const auth_db *db, int64_t id, char key[AUTH_KEY_LEN 
                            hn_error *err);
 
 typedef void auth_user_visit_fn(const auth_account *acc, void *ctx);
+
+/* One changed column of a users row (auth_users_update). */
+typedef struct auth_column_set {
+    const char *column; /* a users column name (trusted text, never user input) */
+    hn_value value;
+} auth_column_set;
+
+/* Writes the given columns of user id in one statement. A taken username is
+ * 400 NameAlreadyExists; an unknown id 404 UserNotFound. */
+hn_rc auth_users_update(const auth_db *db, int64_t id, const auth_column_set *sets, size_t n,
+                        hn_error *err);
+/* Removes user id's row for good (the second DELETE /users/{id}). */
+hn_rc auth_users_wipe(const auth_db *db, int64_t id, hn_error *err);
+/* Records that user id was active now when its last record is older than an
+ * hour (one write per user per hour at most). */
+void auth_users_touch(const auth_db *db, const auth_account *acc, int64_t now);
+
+/* A page of users in id order (oldest first): offset rows skipped, at most
+ * limit visited. */
+hn_rc auth_users_page(const auth_db *db, int64_t offset, int64_t limit, auth_user_visit_fn *fn,
+                      void *ctx, hn_error *err);
+
 /* Calls fn for every user, by id. */
 hn_rc auth_users_list(const auth_db *db, auth_user_visit_fn *fn, void *ctx, hn_error *err);
 

@@ -30,6 +30,7 @@
 #include "bridge.h"
 #include "map.h"
 #include "model_ref.h"
+#include "moderation.h"
 
 #define BR_ID_LEN 37            /* a UUID as text plus NUL */
 #define BR_HORDE_VERSION "5.1.5" /* what clients see as the horde's version */
@@ -49,9 +50,19 @@ typedef struct br_conf {
     long long url_ttl_s;              /* signed image URLs (horde: 1800) */
     long long max_untrusted_workers;  /* horde: refuse a new worker when > 3 exist */
     long long abort_limit_per_hour;   /* more aborts put a worker in maintenance */
+    long long unreasonably_fast_mps;  /* faster images are a worker suspicion; 0 off */
     long long max_faults;             /* a request faults after more faulted jobs */
     long long commit_batch;           /* most changes per group commit */
     bool maintenance_mode;            /* refuse new requests (400 MaintenanceMode) */
+    /* moderation (moderation.h) */
+    bool rate_limits;                 /* the horde's rate limits (false: off, for tests) */
+    bool rate_limit_loopback;         /* also limit loopback clients */
+    long long rate_limit_default;     /* per minute, per IP and route without its own */
+    bool dev_test_user;               /* route POST /api/v2/dev/test-user (loopback only) */
+    const char *news_file;            /* JSON array served by /status/news */
+    /* cluster.c: several nodes on one PostgreSQL database */
+    bool cluster;                     /* sync with other nodes, claim pops in the database */
+    long long cluster_sync_ms;        /* how often other nodes' changes are read */
 } br_conf;
 
 /* ---- requests, jobs, workers, users --------------------------------------- */
@@ -127,6 +138,10 @@ struct br_request {
     char id[BR_ID_LEN];
     int64_t user_id;
     uint32_t user_roles;
+    /* the requester's usage_multiplier when it asked (§2, admin-set): scales
+     * its usage record, as the horde's record_usage; 0 (a request reloaded
+     * after a restart, where it is not stored) counts as 1 */
+    double usage_multiplier;
     int64_t seq;            /* arrival order: ties in priority pop first-come */
     int64_t created_ms, expiry_ms;
     double priority;        /* from generation_priority; higher pops first */
@@ -217,6 +232,10 @@ struct br_worker {
     double speed;            /* pixelsteps per second */
     int64_t abort_window_start_ms;
     int aborts_in_window;
+    /* §5 worker suspicion (suspicion.c): the count and the once-only
+     * HN_SUSPICION_* reasons already counted (bit = code) */
+    int64_t suspicion;
+    uint32_t suspicion_reasons;
     bool dirty;              /* its row needs writing (lifecycle.c flushes) */
     /* the last pop that found nothing: while no request was queued since and
      * no worker changed, the next one finds nothing either (pop.c) */
@@ -270,6 +289,10 @@ typedef struct broker {
     const hn_storage_vt *db;
     const hn_images_vt *img;
     atomic_bool started;                /* read by handlers on any thread */
+    struct br_accounts *acc;            /* accounts.h: modes, teams, messages, shared keys
+                                         * (guarded by `lock`; set in start) */
+    br_mod *mod;                        /* moderation state (own lock; moderation.h) */
+    struct br_cluster *cluster;         /* cluster.h: NULL unless conf->cluster */
 
     pthread_mutex_t lock;               /* guards everything below */
     br_map requests, jobs, workers, workers_by_name, users, model_stats;
@@ -463,6 +486,9 @@ void br_op_discard(br_op *op);
 /* fn(b, arg) runs under b->lock if the op could not be committed. arg is
  * malloc'd (or NULL) and freed with the op. */
 void br_op_on_fail(br_op *op, void (*fn)(broker *b, void *arg), void *arg);
+/* Also run NOTIFY hook `hook_id` with info (stolen; NULL: nothing) once the op
+ * is durable, after its br_op_reply hook. */
+void br_op_notify(br_op *op, int hook_id, json_t *info);
 /* Queues op (call with b->lock held, so rows are written in index order). The
  * request in op, if any, must already be suspended. */
 void br_op_submit(broker *b, br_op *op);
@@ -496,6 +522,18 @@ bool br_flush_dirty(broker *b, br_op *op, int64_t now_ms);
 /* Faults a job (worker said faulted, or it went stale) and re-queues an image.
  * Caller holds the lock; adds the rows to op. */
 void br_job_fault(broker *b, br_job *j, bool stale, int64_t now_ms, br_op *op);
+
+/* ---- ended.c: hook generation_ended ------------------------------------------------- */
+/* True once nothing more will happen to r: cancelled, faulted, or every image
+ * finished. Caller holds the lock. */
+bool br_request_ended(const br_request *r);
+/* The info of generation_ended for r ("done", "cancelled", "expired",
+ * "faulted"), or NULL when nobody handles the hook. */
+json_t *br_ended_info(broker *b, const br_request *r, const char *reason);
+
+/* ---- replay.c: hook generation_replay ------------------------------------------------- */
+/* Re-announces the loaded requests and finished jobs (from start). */
+void br_replay(broker *b);
 
 /* ---- users.c ------------------------------------------------------------------------ */
 hn_rc br_hook_user_details(void *state, const hn_user *user, int privilege, json_t *details);

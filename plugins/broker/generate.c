@@ -12,6 +12,8 @@
 #include <string.h>
 
 #include "broker.h"
+#include "accounts.h"
+#include "cluster.h"
 
 #define NO_WORKER_MESSAGE                                                                  \
     "Warning: No available workers can fulfill this request. It will expire in 20 minutes " \
@@ -36,6 +38,7 @@ typedef struct async_ctx {
     size_t len[8];
     bool images_failed;
     hn_error img_err;
+    char skey_id[BR_ID_LEN]; /* the shared key used as apikey, "" for none */
 } async_ctx;
 
 static void ctx_free(async_ctx *c) {
@@ -263,6 +266,10 @@ static int validate_order(async_ctx *c, const json_t *body, hn_error *err) {
     if (br_jstr(body, "proxied_account") && !(u->roles & HN_ROLE_SERVICE)) {
         api->error(err, 400, "OnlyServiceAccountProxy",
                    "Only service accounts can proxy other users' requests.");
+        goto out;
+    }
+    if (HN_USER_HAS(u, deleted) && u->deleted) { /* §1.1 validation order */
+        api->error(err, 403, "DeletedUser", "This user has been deleted.");
         goto out;
     }
     {
@@ -670,8 +677,12 @@ static json_t *normalise(async_ctx *c, const json_t *body) {
     }
     json_object_set_new(st, "workers", workers);
     json_object_set_new(st, "r2", json_boolean(br_jbool(body, "r2", true)));
-    /* sharing is disabled on the horde: `shared` is always false */
-    json_object_set_new(st, "shared", json_false());
+    /* quirk not kept: the horde forces `shared` off since 2023-03; here a
+     * request may share its images with the ratings pool (plugins/ratings),
+     * except img2img and education accounts, as the horde's first rules had */
+    json_object_set_new(st, "shared", json_boolean(br_jbool(body, "shared", false) &&
+                                                   !br_jstr(body, "source_image") &&
+                                                   !(c->user.roles & HN_ROLE_EDUCATION)));
     json_object_set_new(st, "disable_batching",
                         json_boolean(br_jbool(body, "disable_batching", false)));
     const char *sp = br_jstr(body, "source_processing");
@@ -722,6 +733,7 @@ static void async_commit(async_ctx *c) {
     memcpy(r->id, c->id, sizeof(r->id));
     r->user_id = c->user.id;
     r->user_roles = c->user.roles;
+    r->usage_multiplier = HN_USER_HAS(&c->user, usage_multiplier) ? c->user.usage_multiplier : 1;
     r->created_ms = now;
     r->expiry_ms = now + b->conf->request_expiry_s * 1000;
     r->priority = c->priority;
@@ -837,12 +849,13 @@ void br_route_async(hn_request *req, void *state) {
                       "parameter in the HTTP headers"));
         return;
     }
-    const char *style = br_jstr(body, "style");
-    if (style) {
-        br_fail(b, req, 404, "StyleNotFound", "Style with ID '%.100s' not found.", style);
+    /* a style (styles.c) rewrites prompt, params and models first, as on the horde */
+    int64_t style_owner = -1;
+    if (br_styles_apply(b, body, &style_owner, &err) != 0) {
+        api->respond_error(req, &err);
         return;
     }
-    if (b->conf->maintenance_mode) {
+    if (br_mode_maintenance(b)) { /* PUT /status/modes (modes.c) */
         br_fail(b, req, 400, "MaintenanceMode",
                 "AI Horde has entered maintenance mode. Please try again later.");
         return;
@@ -863,7 +876,12 @@ void br_route_async(hn_request *req, void *state) {
     br_uuid4(c->id);
     const char *ip = api->req_client_ip(req);
     c->client_ip = strdup(ip ? ip : "");
-    if (br_authenticate(b, req, &c->user, &err) != HN_OK || validate_order(c, body, &err) != 0) {
+    /* a shared key (sharedkeys.c) acts as its owner, within its limits */
+    hn_rc skrc = br_sharedkey_authenticate(b, req, &c->user, c->skey_id, &err);
+    if (skrc == HN_ERROR ||
+        (skrc == HN_DECLINED && br_authenticate(b, req, &c->user, &err) != HN_OK) ||
+        validate_order(c, body, &err) != 0 ||
+        br_ip_check(b, c->client_ip, &err) != 0) {
         api->respond_error(req, &err);
         ctx_free(c);
         return;
@@ -871,6 +889,15 @@ void br_route_async(hn_request *req, void *state) {
     c->stored = normalise(c, body);
     if (!c->stored) {
         br_fail(b, req, 500, "InternalServerError", "out of memory");
+        ctx_free(c);
+        return;
+    }
+    /* the prompt filters (§5): may rewrite the stored prompt or refuse; a
+     * user a moderator marked `filtered` always gets the replacement filter */
+    bool replace = br_jbool(body, "replacement_filter", true) ||
+                   (HN_USER_HAS(&c->user, filtered) && c->user.filtered);
+    if (br_filters_apply(b, &c->user, c->client_ip, replace, c->stored, &err) != 0) {
+        api->respond_error(req, &err);
         ctx_free(c);
         return;
     }
@@ -902,6 +929,12 @@ void br_route_async(hn_request *req, void *state) {
         ctx_free(c);
         return;
     }
+    if (c->skey_id[0] &&
+        br_sharedkey_charge(b, c->skey_id, &c->spec, c->kudos * c->spec.n, &err) != HN_OK) {
+        api->respond_error(req, &err);
+        ctx_free(c);
+        return;
+    }
     double prio = 0;
     memset(&err, 0, sizeof(err));
     hn_rc qrc = hn_run_generation_priority(api, &c->user, c->stored, &prio, &err);
@@ -911,6 +944,12 @@ void br_route_async(hn_request *req, void *state) {
         return;
     }
     c->priority = qrc == HN_DECLINED ? 0 : prio;
+    /* Another user's style: the kudos plugin charges the requester the horde's
+     * +2 activation tax and pays the style's owner 2 ("styled") with the
+     * activation's own exactly-once event, so a crash can neither lose nor
+     * repeat them (and a request that fails to commit moves nothing). */
+    if (style_owner > 0 && style_owner != c->user.id)
+        json_object_set_new(c->stored, "_style_owner_id", json_integer(style_owner));
     if (c->n_images > 0) {
         api->req_suspend(req);
         if (api->work_submit(put_images_work, put_images_done, c) != 0) {
@@ -931,6 +970,7 @@ static bool find_request(broker *b, hn_request *req, const char *what, char id[B
                 what, raw ? raw : "");
         return false;
     }
+    br_cluster_ensure_request(b, id); /* made on another node just now (cluster.h) */
     return true;
 }
 
@@ -939,6 +979,14 @@ void br_route_check(hn_request *req, void *state) {
     char id[BR_ID_LEN];
     if (!b->started) {
         br_fail(b, req, 503, "ServiceUnavailable", "The broker is starting.");
+        return;
+    }
+    /* the horde refuses a timed-out IP here only when it does not say who it is */
+    const char *agent = b->api->req_header(req, "Client-Agent");
+    hn_error ip_err;
+    if ((!agent || strcmp(agent, "unknown:0:unknown") == 0) &&
+        br_ip_check(b, b->api->req_client_ip(req), &ip_err) != 0) {
+        b->api->respond_error(req, &ip_err);
         return;
     }
     if (!find_request(b, req, "Check", id))
@@ -1057,7 +1105,7 @@ void br_route_status(hn_request *req, void *state) {
     br_status st;
     gen_copy *gens = NULL;
     int n_gens = 0;
-    bool r2 = true;
+    bool r2 = true, shared = false;
     br_op *op = cancel ? br_op_new(b) : NULL;
     pthread_mutex_lock(&b->lock);
     br_request *r = br_request_find(b, id);
@@ -1065,16 +1113,20 @@ void br_route_status(hn_request *req, void *state) {
         br_status_compute(b, r, br_now_ms(), &st);
         gens = copy_generations(r, &n_gens);
         r2 = r->s.r2;
+        shared = r->s.shared;
     }
     if (r && cancel && op) {
         /* the answer is the status from before the cancel; in-flight jobs
          * may still be submitted and count as usual */
+        bool was_ended = br_request_ended(r);
         r->n = 0;
         r->jobs = r->finished;
         if (r->state == BR_REQ_ACTIVE)
             r->state = BR_REQ_CANCELLED;
         br_request_requeue(b, r);
         br_store_request_update(op, r);
+        if (!was_ended)
+            br_op_notify(op, HN_HOOK_ID_generation_ended, br_ended_info(b, r, "cancelled"));
         br_op_hold(op);
         br_op_reply(op, req, 200, NULL, -1, NULL);
         api->req_suspend(req);
@@ -1089,7 +1141,7 @@ void br_route_status(hn_request *req, void *state) {
     }
     json_t *resp = br_status_json(&st);
     json_object_set_new(resp, "generations", gens ? generations_json(b, gens, n_gens, r2) : json_array());
-    json_object_set_new(resp, "shared", json_false());
+    json_object_set_new(resp, "shared", json_boolean(shared));
     free_generations(gens, n_gens);
     if (cancel && op)
         br_op_set_body(op, resp);

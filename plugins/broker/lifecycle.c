@@ -9,6 +9,8 @@
 #include <string.h>
 
 #include "broker.h"
+#include "accounts.h"
+#include "cluster.h"
 
 #define TOO_MANY_ABORTS_MSG                                                                  \
     "Maintenance mode activated because worker is dropping too many jobs. Please investigate " \
@@ -17,6 +19,7 @@
 
 void br_job_fault(broker *b, br_job *j, bool stale, int64_t now_ms, br_op *op) {
     br_request *r = j->req;
+    bool was_ended = br_request_ended(r);
     br_job_finish(b, j, BR_JOB_FAULTED);
     j->aborted = stale;
     j->finish_ms = now_ms;
@@ -27,17 +30,31 @@ void br_job_fault(broker *b, br_job *j, bool stale, int64_t now_ms, br_op *op) {
             w->abort_window_start_ms = now_ms;
             w->aborts_in_window = 0;
         }
-        if (++w->aborts_in_window > b->conf->abort_limit_per_hour && !w->maintenance) {
-            w->maintenance = true;
-            free(w->maintenance_msg);
-            w->maintenance_msg = strdup(TOO_MANY_ABORTS_MSG);
-            b->workers_ver++;
+        /* over the limit (raid mode, modes.c: a lower one): the horde's
+         * TOO_MANY_JOBS_ABORTED suspicion (suspicion.c; it pauses the worker
+         * at 5) and a new count; maintenance too, except in raid mode, where
+         * the worker must not learn it was noticed */
+        bool raid = b->acc && b->acc->raid;
+        if (++w->aborts_in_window > br_abort_limit(b)) {
+            w->aborts_in_window = 0;
+            bool was_paused = w->paused;
+            br_worker_suspect(b, w, HN_SUSPICION_TOO_MANY_JOBS_ABORTED);
+            if (!raid && !w->maintenance) {
+                w->maintenance = true;
+                free(w->maintenance_msg);
+                w->maintenance_msg = strdup(TOO_MANY_ABORTS_MSG);
+                b->workers_ver++;
+            } else if (w->paused != was_paused) {
+                b->workers_ver++;
+            }
         }
         w->dirty = true;
     }
     /* the image goes back to the queue while it is still wanted (not after a
      * cancel, which set jobs to what was finished) */
-    if (r->state == BR_REQ_ACTIVE && r->finished + r->processing + (r->n > 0 ? r->n : 0) < r->jobs)
+    bool requeued =
+        r->state == BR_REQ_ACTIVE && r->finished + r->processing + (r->n > 0 ? r->n : 0) < r->jobs;
+    if (requeued)
         r->n += 1;
     if (r->restarted > b->conf->max_faults && r->state == BR_REQ_ACTIVE) {
         /* nothing more will be handed out: report waiting 0 (the horde
@@ -48,6 +65,11 @@ void br_job_fault(broker *b, br_job *j, bool stale, int64_t now_ms, br_op *op) {
     br_request_requeue(b, r);
     br_store_job_update(op, j);
     br_store_request_update(op, r);
+    if (requeued)
+        br_cluster_job_requeued(b, j, op); /* n = n + 1 in the database (cluster.h) */
+    if (!was_ended && br_request_ended(r))
+        br_op_notify(op, HN_HOOK_ID_generation_ended,
+                     br_ended_info(b, r, r->state == BR_REQ_FAULTED ? "faulted" : "done"));
 }
 
 static void delete_request_rows(broker *b, br_request *r, br_op *op) {
@@ -113,8 +135,9 @@ void br_lifecycle_tick(void *state) {
     }
     bool wrote = false;
     pthread_mutex_lock(&b->lock);
-    /* stale jobs */
-    for (br_job *j = b->inflight_head, *next; j; j = next) {
+    /* stale jobs (in a cluster: on the leader only, cluster.h) */
+    bool leads = br_cluster_leads(b);
+    for (br_job *j = leads ? b->inflight_head : NULL, *next; j; j = next) {
         next = j->inext;
         if (now - j->start_ms <= (int64_t)j->ttl_s * 1000)
             continue;
@@ -128,6 +151,12 @@ void br_lifecycle_tick(void *state) {
     /* expired requests, earliest first, from the expiry heap */
     br_request *r;
     while ((r = br_request_next_expired(b, now)) != NULL) {
+        if (!leads) { /* cluster: the leader deletes the rows; we only forget it */
+            br_request_drop(b, r);
+            continue;
+        }
+        if (!br_request_ended(r)) /* one that ended was reported then */
+            br_op_notify(op, HN_HOOK_ID_generation_ended, br_ended_info(b, r, "expired"));
         delete_request_rows(b, r, op);
         br_request_drop(b, r);
         wrote = true;

@@ -16,6 +16,8 @@
 #include <strings.h>
 
 #include "broker.h"
+#include "cluster.h"
+#include "accounts.h"
 
 #define MAX_WORKER_MODELS 300
 #define MAX_BLACKLIST 200
@@ -403,6 +405,10 @@ void br_route_pop(hn_request *req, void *state) {
         api->respond_error(req, &err);
         return;
     }
+    if (HN_USER_HAS(&user, deleted) && user.deleted) { /* §1.4: right after the key */
+        br_fail(b, req, 403, "DeletedUser", "This user has been deleted.");
+        return;
+    }
     if (user.roles & HN_ROLE_FLAGGED) {
         br_fail(b, req, 403, "WorkerFlaggedMaintenance",
                 "Your user has been flagged by our community for suspicious activity. Please "
@@ -412,6 +418,10 @@ void br_route_pop(hn_request *req, void *state) {
     if (user.id == 0) {
         br_fail(b, req, 403, "AnonForbiddenWorker",
                 "Anonymous user is forbidden from performing this operation");
+        return;
+    }
+    if (br_ip_check(b, api->req_client_ip(req), &err) != 0) { /* §5 IP timeouts */
+        api->respond_error(req, &err);
         return;
     }
     int64_t prio[MAX_PRIORITY_USERS + 1];
@@ -425,6 +435,21 @@ void br_route_pop(hn_request *req, void *state) {
         br_fail(b, req, 400, "BadRequest", "A worker needs a name.");
         return;
     }
+    /* §5 onboarding: profane names and bridge agents are refused */
+    if (api->text_profane(name)) {
+        free(name);
+        br_fail(b, req, 400, "ProfaneWorkerName",
+                "This worker's name contains profanity. Please use a different name.");
+        return;
+    }
+    if (api->text_profane(br_jstr(body, "bridge_agent"))) {
+        free(name);
+        br_fail(b, req, 400, "ProfaneBridgeAgent",
+                "This worker's bridge agent contains profanity. Please use a different one.");
+        return;
+    }
+    /* the horde keeps the first 100 characters of a long name (suspicion.c) */
+    size_t name_chars = br_worker_name_cut(name, BR_WORKER_NAME_MAX);
     br_worker_attrs attrs;
     if (attrs_from_pop(b, body, &user, api->req_client_ip(req), &attrs) != 0) {
         br_worker_attrs_free(&attrs);
@@ -455,6 +480,8 @@ void br_route_pop(hn_request *req, void *state) {
     int amount = (int)br_jint(body, "amount", 1);
     int64_t now = br_now_ms();
 
+    /* invite-only mode (modes.c): a new worker needs an invitation left */
+    int64_t invited = br_invite_allowance(b, &user, name);
     pthread_mutex_lock(&b->lock);
     br_worker *w = br_worker_find_name(b, name);
     bool created = false;
@@ -479,6 +506,13 @@ void br_route_pop(hn_request *req, void *state) {
                     b->conf->max_untrusted_workers);
             goto done_early;
         }
+        if (invited >= 0 && u && u->worker_count >= invited) {
+            pthread_mutex_unlock(&b->lock);
+            br_fail(b, req, 403, "WorkerInviteOnly",
+                    "This horde is in worker invite-only mode. Please ask a moderator for an "
+                    "invitation.");
+            goto done_early;
+        }
         w = calloc(1, sizeof(*w));
         if (w)
             w->name = strdup(name);
@@ -494,6 +528,10 @@ void br_route_pop(hn_request *req, void *state) {
         w->speed = BR_DEFAULT_SPEED;
         br_worker_add(b, w);
         created = true;
+        if (name_chars > BR_WORKER_NAME_MAX)
+            br_worker_suspect(b, w, HN_SUSPICION_WORKER_NAME_LONG);
+        if (name_chars > BR_WORKER_NAME_EXTREME)
+            br_worker_suspect(b, w, HN_SUSPICION_WORKER_NAME_EXTREME);
     } else if (w->user_id != user.id) {
         pthread_mutex_unlock(&b->lock);
         br_fail(b, req, 403, "WrongCredentials", "Wrong credentials to submit as this worker.");
@@ -505,13 +543,26 @@ void br_route_pop(hn_request *req, void *state) {
         uptime_added = (now - w->last_checkin_ms) / 1000;
     w->uptime_s += uptime_added;
     bool changed = created || attrs_differ(&w->a, &attrs) ||
-                   !br_worker_online(b, w, now) || w->owner_roles != user.roles;
+                   !br_worker_online(b, w, now) || w->owner_roles != br_owner_bits(&user);
     br_worker_attrs_free(&w->a);
     w->a = attrs;
     memset(&attrs, 0, sizeof(attrs));
     snprintf(w->owner, sizeof(w->owner), "%s", user.username);
-    w->owner_roles = user.roles;
+    /* the owner became trusted since the last pop (the kudos plugin's
+     * promotion, a moderator): the horde unpauses the owner's workers (§3.5) */
+    if (!created && w->paused && !(w->owner_roles & HN_ROLE_TRUSTED) &&
+        (user.roles & HN_ROLE_TRUSTED)) {
+        w->paused = false;
+        w->dirty = true;
+        changed = true;
+    }
+    w->owner_roles = br_owner_bits(&user);
     w->last_checkin_ms = now;
+    /* §4.2 check-in: an untrusted owner asking for huge images is suspicious */
+    if (w->a.max_pixels > BR_EXTREME_MAX_PIXELS &&
+        !(user.roles & (HN_ROLE_TRUSTED | HN_ROLE_ADMIN | HN_ROLE_MODERATOR)) &&
+        br_worker_suspect(b, w, HN_SUSPICION_EXTREME_MAX_PIXELS))
+        changed = true;
     if (changed)
         b->workers_ver++;
     /* a new worker's row is written with this pop; later the row is
@@ -531,6 +582,10 @@ void br_route_pop(hn_request *req, void *state) {
                                 "allow_lora", w->a.allow_lora, "maintenance", w->maintenance,
                                 "paused", w->paused);
 
+    /* cluster.h: a claim another node won sends us back here for the next
+     * candidate, a few times at most */
+    int claim_tries = 0;
+find_work:;
     /* ---- find work ---- */
     int counts[BR_SKIP_COUNT] = {0};
     br_request *found = NULL;
@@ -614,16 +669,21 @@ void br_route_pop(hn_request *req, void *state) {
         }
         bool maint = w->maintenance;
         char *msg = br_strdup(w->maintenance_msg);
+        json_t *wmsgs = br_worker_messages_json(b, w, now); /* messages.c */
         pthread_mutex_unlock(&b->lock);
         if (checkin)
             hn_run_worker_checked_in(api, checkin);
+        json_t *nj = maint && !wait ? NULL : no_job_json(counts);
+        if (nj)
+            json_object_set(nj, "messages", wmsgs);
+        json_decref(wmsgs);
         if (wait)
-            br_op_set_body(op, no_job_json(counts));
+            br_op_set_body(op, nj);
         else if (maint)
             br_fail(b, req, 403, "WorkerMaintenance", "%s",
                     msg ? msg : "This worker has been put into maintenance mode by its owner");
         else
-            api->respond_json(req, 200, no_job_json(counts));
+            api->respond_json(req, 200, nj);
         free(msg);
         json_decref(checkin);
         goto done_early;
@@ -685,6 +745,25 @@ void br_route_pop(hn_request *req, void *state) {
     br_store_request_update(op, r);
     if (save)
         br_store_worker_save(op, w);
+    if (b->cluster) { /* the database decides who gets the images (cluster.h) */
+        hn_error cerr;
+        int claimed = br_cluster_claim(b, op, r, res.n_ids, &cerr);
+        if (claimed != 1) {
+            br_cluster_unpop(b, r, res.n_ids, claimed == 0);
+            pop_result_free(&res);
+            br_op_discard(op);
+            json_decref(job_ids);
+            if (claimed == 0 && ++claim_tries < 8)
+                goto find_work;
+            pthread_mutex_unlock(&b->lock);
+            json_decref(checkin);
+            if (claimed == 0)
+                api->respond_json(req, 200, no_job_json(counts));
+            else
+                api->respond_error(req, &cerr);
+            goto done_early;
+        }
+    }
     json_t *info = !br_hooked(b, HN_HOOK_ID_job_popped) ? NULL :
                    json_pack("{s:s, s:O, s:s, s:I, s:I, s:s, s:i, s:f}", "request", r->id, "jobs",
                              job_ids, "worker", w->id, "user_id", (json_int_t)r->user_id,
@@ -694,6 +773,7 @@ void br_route_pop(hn_request *req, void *state) {
     br_op_reply(op, req, 200, NULL, HN_HOOK_ID_job_popped, info);
     api->req_suspend(req);
     br_op_submit(b, op);
+    json_t *job_msgs = br_worker_messages_json(b, w, now); /* messages.c */
     pthread_mutex_unlock(&b->lock);
 
     if (checkin)
@@ -701,6 +781,9 @@ void br_route_pop(hn_request *req, void *state) {
     json_decref(checkin);
     json_decref(job_ids);
     json_t *resp = res.n_ids > 0 ? payload_json(b, &res) : NULL;
+    if (resp)
+        json_object_set(resp, "messages", job_msgs);
+    json_decref(job_msgs);
     if (!resp)
         resp = json_pack("{s:s, s:s}", "message", "internal error building the job payload", "rc",
                          "InternalServerError");

@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "broker.h"
+#include "cluster.h"
 
 #define OP_MAX_ARGS 16
 
@@ -43,6 +44,7 @@ struct br_op {
     json_t *body;
     int hook_id;
     json_t *hook_info;
+    json_t *also; /* [[hook_id, info], ...]: more notifications after hook_id */
     void (*on_fail)(broker *b, void *arg);
     void *fail_arg;
     bool failed;
@@ -74,6 +76,7 @@ static void op_free(br_op *op) {
     free(op->removes);
     json_decref(op->body);
     json_decref(op->hook_info);
+    json_decref(op->also);
     free(op->fail_arg);
     free(op);
 }
@@ -155,6 +158,14 @@ void br_op_reply(br_op *op, hn_request *req, int status, json_t *body, int hook_
     op->hook_info = info;
 }
 
+void br_op_notify(br_op *op, int hook_id, json_t *info) {
+    if (!info)
+        return;
+    if (!op->also)
+        op->also = json_array();
+    json_array_append_new(op->also, json_pack("[i, o]", hook_id, info));
+}
+
 void br_op_hold(br_op *op) {
     atomic_fetch_add(&op->refs, 1);
 }
@@ -208,6 +219,18 @@ int br_store_request_update(br_op *op, const br_request *r) {
     hn_value a[] = {HN_V_INT(r->n),        HN_V_INT(r->jobs),         HN_V_INT(r->state),
                     HN_V_INT(r->expiry_ms), HN_V_DOUBLE(r->consumed), HN_V_DOUBLE(r->priority),
                     HN_V_INT(r->seq)};
+    if (op->b->conf->cluster) {
+        /* cluster.h: n belongs to the database (pops claim it, faults add to
+         * it); a state only leaves 0 once; expiry only grows */
+        hn_value c[] = {HN_V_INT(r->state),     HN_V_INT(r->jobs),     HN_V_INT(r->state),
+                        HN_V_INT(r->expiry_ms), HN_V_DOUBLE(r->consumed), HN_V_DOUBLE(r->priority),
+                        HN_V_INT(r->seq)};
+        return br_op_sql(op,
+                         "UPDATE broker_requests SET n = CASE WHEN ? <> 0 THEN 0 ELSE n END, "
+                         "jobs = ?, state = CASE WHEN state = 0 THEN ? ELSE state END, "
+                         "expiry = GREATEST(expiry, ?), consumed = ?, priority = ? WHERE seq = ?",
+                         c, sizeof(c) / sizeof(c[0]));
+    }
     return br_op_sql(op,
                      "UPDATE broker_requests SET n = ?, jobs = ?, state = ?, expiry = ?, "
                      "consumed = ?, priority = ? WHERE seq = ?",
@@ -238,6 +261,19 @@ int br_store_job_update(br_op *op, const br_job *j) {
                     HN_V_INT(j->aborted),   HN_V_INT(j->finish_ms),
                     HN_V_INT(j->seed),      HN_V_TEXT(j->gen_metadata ? j->gen_metadata : "[]"),
                     HN_V_DOUBLE(j->reward), HN_V_INT(j->seq)};
+    if (op->b->conf->cluster) {
+        /* cluster.h: the first node to finish a job wins (a submit racing a
+         * stale sweep on another node) */
+        hn_value c[] = {HN_V_INT(j->state),     HN_V_INT(j->censored),
+                        HN_V_INT(j->aborted),   HN_V_INT(j->finish_ms),
+                        HN_V_INT(j->seed),      HN_V_TEXT(j->gen_metadata ? j->gen_metadata : "[]"),
+                        HN_V_DOUBLE(j->reward), HN_V_INT(j->seq), HN_V_INT(j->state)};
+        return br_op_sql(op,
+                         "UPDATE broker_jobs SET state = ?, censored = ?, aborted = ?, "
+                         "finished = ?, seed = ?, gen_metadata = ?, reward = ? "
+                         "WHERE seq = ? AND (state = 0 OR state = ?)",
+                         c, sizeof(c) / sizeof(c[0]));
+    }
     return br_op_sql(op,
                      "UPDATE broker_jobs SET state = ?, censored = ?, aborted = ?, finished = ?, "
                      "seed = ?, gen_metadata = ?, reward = ? WHERE seq = ?",
@@ -270,11 +306,13 @@ static json_t *worker_stats_json(const br_worker *w) {
     json_t *samples = json_array();
     for (int i = 0; i < w->n_samples; i++)
         json_array_append_new(samples, json_real(w->samples[i]));
-    return json_pack("{s:I, s:I, s:f, s:f, s:I, s:o, s:i, s:b}", "requests_fulfilled",
+    return json_pack("{s:I, s:I, s:f, s:f, s:I, s:o, s:i, s:b, s:I, s:I}", "requests_fulfilled",
                      (json_int_t)w->requests_fulfilled, "uncompleted_jobs",
                      (json_int_t)w->uncompleted_jobs, "kudos_generated", w->kudos_generated,
                      "mps_generated", w->mps_generated, "uptime", (json_int_t)w->uptime_s,
-                     "samples", samples, "sample_pos", w->sample_pos, "paused", w->paused);
+                     "samples", samples, "sample_pos", w->sample_pos, "paused", w->paused,
+                     "suspicion", (json_int_t)w->suspicion, "suspicion_reasons",
+                     (json_int_t)w->suspicion_reasons);
 }
 
 int br_store_worker_save(br_op *op, const br_worker *w) {
@@ -429,6 +467,8 @@ static hn_rc load_workers(broker *b, hn_db *db, hn_error *err) {
         w->mps_generated = br_jnum(stats, "mps_generated", 0);
         w->uptime_s = br_jint(stats, "uptime", 0);
         w->paused = br_jbool(stats, "paused", false);
+        w->suspicion = br_jint(stats, "suspicion", 0);
+        w->suspicion_reasons = (uint32_t)br_jint(stats, "suspicion_reasons", 0);
         const json_t *samples = json_object_get(stats, "samples");
         w->speed = BR_DEFAULT_SPEED;
         for (size_t i = 0; i < json_array_size(samples) && i < BR_SPEED_SAMPLES; i++)
@@ -603,8 +643,22 @@ static void run_hook(broker *b, int hook_id, const json_t *info) {
     case HN_HOOK_ID_worker_checked_in:
         hn_run_worker_checked_in(b->api, info);
         break;
+    case HN_HOOK_ID_generation_ended:
+        hn_run_generation_ended(b->api, info);
+        break;
     default:
         break;
+    }
+}
+
+/* The main notification, then those added with br_op_notify. */
+static void run_hooks(broker *b, br_op *op) {
+    if (op->hook_id >= 0 && op->hook_info)
+        run_hook(b, op->hook_id, op->hook_info);
+    size_t i;
+    json_t *pair;
+    json_array_foreach(op->also, i, pair) {
+        run_hook(b, (int)json_integer_value(json_array_get(pair, 0)), json_array_get(pair, 1));
     }
 }
 
@@ -617,8 +671,7 @@ static void op_answer(void *arg) {
     } else {
         b->api->respond_json(op->req, op->status, op->body);
         op->body = NULL;
-        if (op->hook_id >= 0 && op->hook_info)
-            run_hook(b, op->hook_id, op->hook_info);
+        run_hooks(b, op);
     }
     op_free(op);
 }
@@ -640,8 +693,8 @@ static void finish_op(broker *b, br_op *op) {
             op_free(op); /* the node is stopping: nobody to answer */
         return;
     }
-    if (!op->failed && op->hook_id >= 0 && op->hook_info)
-        run_hook(b, op->hook_id, op->hook_info);
+    if (!op->failed)
+        run_hooks(b, op);
     op_free(op);
 }
 
@@ -671,13 +724,18 @@ static void *writer_main(void *arg) {
         last->next = NULL;
         pthread_mutex_unlock(&b->wq_lock);
 
-        if (!db) {
+        /* ops with nothing left to write (a cluster pop committed its own,
+         * cluster.h) are answered without the database */
+        bool empty = true;
+        for (br_op *op = first; op && empty; op = op->next)
+            empty = op->n_stmts == 0;
+        if (!db && !empty) {
             db = b->db->acquire(b->storage->state, &err);
             if (!db)
                 b->api->log(b->self, HN_LOG_ERROR, "writer: no database connection: %s",
                             err.message);
         }
-        hn_rc rc = db ? run_batch(b, db, first, NULL, &err) : HN_ERROR;
+        hn_rc rc = empty ? HN_OK : db ? run_batch(b, db, first, NULL, &err) : HN_ERROR;
         if (rc != HN_OK && db && count > 1) {
             /* isolate the culprit: each op alone */
             b->api->log(b->self, HN_LOG_WARN, "writer: batch of %lld failed (%s), retrying one by one",
@@ -686,7 +744,7 @@ static void *writer_main(void *arg) {
                 hn_error e2;
                 br_op *next = op->next;
                 op->next = NULL;
-                if (run_batch(b, db, op, NULL, &e2) != HN_OK)
+                if (op->n_stmts > 0 && run_batch(b, db, op, NULL, &e2) != HN_OK)
                     op_fail(op, &e2);
                 op->next = next;
             }
@@ -695,7 +753,8 @@ static void *writer_main(void *arg) {
                 snprintf(err.message, sizeof(err.message), "no database connection");
             b->api->log(b->self, HN_LOG_ERROR, "writer: commit failed: %s", err.message);
             for (br_op *op = first; op; op = op->next)
-                op_fail(op, &err);
+                if (op->n_stmts > 0) /* an empty op has nothing that failed */
+                    op_fail(op, &err);
         }
         b->batches++;
         b->batched_ops += (uint64_t)count;
@@ -751,4 +810,36 @@ void br_store_stop(broker *b) {
     b->writer_running = false;
     pthread_mutex_destroy(&b->wq_lock);
     pthread_cond_destroy(&b->wq_cond);
+}
+
+/* ---- cluster mode (cluster.h) ------------------------------------------------------ */
+
+int br_op_commit_now(broker *b, br_op *op, const char *guard, const hn_value *args, size_t nargs,
+                     hn_error *err) {
+    hn_db *db = b->db->acquire(b->storage->state, err);
+    if (!db)
+        return -1;
+    int64_t changes = 0;
+    int rc = -1;
+    if (b->db->begin(db, err) != HN_OK)
+        goto out;
+    hn_rc step = b->db->exec(db, guard, args, nargs, &changes, err);
+    if (step == HN_OK && changes != 1)
+        rc = 0; /* another node claimed it first */
+    else if (step == HN_OK && apply_op(b, db, op, err) == HN_OK &&
+             b->db->commit(db, err) == HN_OK)
+        rc = 1;
+    if (rc != 1) {
+        hn_error ignored;
+        b->db->rollback(db, &ignored);
+        goto out;
+    }
+    op->n_stmts = 0; /* done: the writer only answers (the copies go with the op) */
+out:
+    b->db->release(b->storage->state, db);
+    return rc;
+}
+
+void br_store_attrs_from_json(br_worker_attrs *a, const json_t *j) {
+    attrs_from_json(a, j);
 }

@@ -11,6 +11,8 @@
 #include <string.h>
 
 #include "broker.h"
+#include "cluster.h"
+#include "accounts.h"
 
 #define MAX_GEN_METADATA 50
 
@@ -84,6 +86,20 @@ static bool answer_settled(submit_ctx *c, br_job_state st, bool worker_maintenan
     return false;
 }
 
+/* A shared request's images go to the ratings pool: its hook info also
+ * carries what a dataset row needs (prompt, params, client agent). */
+static void add_shared_info(json_t *info, const br_request *r) {
+    json_t *body = json_loads(r->body, 0, NULL);
+    json_object_set_new(info, "shared", json_true());
+    const char *prompt = br_jstr(body, "prompt");
+    json_object_set_new(info, "prompt", json_string(prompt ? prompt : ""));
+    json_t *params = json_object_get(body, "params");
+    json_object_set_new(info, "params", params ? json_incref(params) : json_object());
+    const char *agent = br_jstr(body, "client_agent");
+    json_object_set_new(info, "client_agent", json_string(agent ? agent : "unknown:0:unknown"));
+    json_decref(body);
+}
+
 static void finalize(submit_ctx *c) {
     broker *b = c->b;
     const hn_api *api = b->api;
@@ -144,10 +160,21 @@ static void finalize(submit_ctx *c) {
             w->dirty = true;
         }
         br_model_add_sample(b, j->model, per_s);
+        /* §4.6: faster than any GPU is the worker's suspicion (suspicion.c) */
+        if (w && b->conf->unreasonably_fast_mps > 0 &&
+            per_s / 1e6 > (double)b->conf->unreasonably_fast_mps) {
+            bool was_paused = w->paused;
+            br_worker_suspect(b, w, HN_SUSPICION_UNREASONABLY_FAST);
+            if (w->paused != was_paused)
+                b->workers_ver++;
+        }
         br_past_minute_add(b, now, r->s.things);
+        br_stats_record(b, op, j->model, r->s.things, now); /* /stats/img (stats.c) */
         br_user *requester = br_user_get(b, r->user_id, true);
         if (requester) {
-            requester->usage_mps += r->s.things / 1e6;
+            /* the horde's record_usage: raw things x usage_multiplier */
+            double mult = r->usage_multiplier > 0 ? r->usage_multiplier : 1;
+            requester->usage_mps += r->s.things * mult / 1e6;
             requester->stats_dirty = true;
         }
         br_user *owner = w ? br_user_get(b, w->user_id, true) : NULL;
@@ -158,6 +185,7 @@ static void finalize(submit_ctx *c) {
         }
         br_store_job_update(op, j);
         br_store_request_update(op, r);
+        br_cluster_submit_on_fail(b, op, j); /* a failed commit can be submitted again */
         info = !br_hooked(b, HN_HOOK_ID_job_submitted) ? NULL :
                json_pack("{s:s, s:s, s:s, s:I, s:I, s:s, s:f, s:I, s:s, s:f, s:b}", "job", j->id,
                          "request", r->id, "worker", w ? w->id : "", "user_id",
@@ -165,8 +193,13 @@ static void finalize(submit_ctx *c) {
                          (json_int_t)(w ? w->user_id : 0), "state", "ok", "kudos", g, "seed",
                          (json_int_t)j->seed, "model", j->model ? j->model : "", "things",
                          r->s.things, "censored", j->censored);
+        if (info && r->s.shared)
+            add_shared_info(info, r);
         br_op_reply(op, c->req, 200, json_pack("{s:f}", "reward", g), HN_HOOK_ID_job_submitted,
                     info);
+        /* its last image: the request is done (a cancelled one ended before) */
+        if (r->state == BR_REQ_ACTIVE && br_request_ended(r))
+            br_op_notify(op, HN_HOOK_ID_generation_ended, br_ended_info(b, r, "done"));
     }
     api->req_suspend(c->req);
     br_op_submit(b, op);
@@ -219,6 +252,7 @@ void br_route_submit(hn_request *req, void *state) {
     c->seed = br_jint(body, "seed", 0);
 
     /* 1: the job must exist; 2: the key; 3: the worker's owner */
+    br_cluster_ensure_job(b, c->job_id); /* popped on another node just now (cluster.h) */
     pthread_mutex_lock(&b->lock);
     br_job *j = br_job_find(b, c->job_id);
     int64_t owner = j && j->worker ? j->worker->user_id : -1;

@@ -1,7 +1,7 @@
 /* broker: the broker's part of a user's details (hook user_details, run by the
  * auth plugin for GET /users/{id} and /find_user): worker_count, worker_ids,
  * active generations and the image request/fulfilment records. */
-#include "broker.h"
+#include "accounts.h"
 
 static json_t *object_at(json_t *parent, const char *key) {
     json_t *o = json_object_get(parent, key);
@@ -46,12 +46,25 @@ hn_rc br_hook_user_details(void *state, const hn_user *user, int privilege, json
     }
     pthread_mutex_unlock(&b->lock);
     json_object_set_new(details, "worker_count", json_integer(worker_count));
-    /* worker ids are public for the anonymous user (public_workers) and for
-     * the owner or a moderator */
-    if (privilege >= 1 || user->id == 0)
+    /* auth puts worker_ids only where they may be seen: public_workers, the
+     * owner, a moderator */
+    if (json_object_get(details, "worker_ids"))
         json_object_set_new(details, "worker_ids", worker_ids);
     else
         json_decref(worker_ids);
+    if (json_object_get(details, "sharedkey_ids") && b->acc) {
+        json_t *keys = json_array();
+        pthread_mutex_lock(&b->lock);
+        size_t k = 0;
+        void *kv;
+        while (br_map_next(&b->acc->skeys, &k, NULL, &kv)) {
+            const br_skey *sk = kv;
+            if (sk->user_id == user->id)
+                json_array_append_new(keys, json_string(sk->id));
+        }
+        pthread_mutex_unlock(&b->lock);
+        json_object_set_new(details, "sharedkey_ids", keys);
+    }
     if (privilege >= 1) {
         json_t *ag = object_at(details, "active_generations");
         json_object_set_new(ag, "image", active);

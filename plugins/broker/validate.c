@@ -557,3 +557,112 @@ void br_respond_schema_errors(broker *b, hn_request *req, json_t *errors) {
                              "errors", errors, "rc", "BadRequest");
     b->api->respond_json(req, 400, resp);
 }
+
+/* ---- the same tables as Swagger 2.0 definitions (swagger.c) ----------------------- */
+
+/* Each table with the name /api/swagger.json gives it (the horde's model
+ * names, which the horde SDK checks). A table without a name is inlined. */
+static const struct {
+    const field *fields;
+    const char *name;
+} named_tables[] = {
+    {async_fields, "GenerationInputStable"},
+    {params_fields, "ModelGenerationInputStable"},
+    {lora_fields, "ModelPayloadLorasStable"},
+    {ti_fields, "ModelPayloadTextualInversionsStable"},
+    {extra_text_fields, "ExtraText"},
+    {extra_source_fields, "ExtraSourceImage"},
+    {pop_fields, "PopInputStable"},
+    {meta_fields, "GenerationMetadataStable"},
+    {submit_fields, "SubmitInputStable"},
+    {worker_put_fields, "ModifyWorkerInput"},
+};
+
+static json_t *object_schema(const field *fields, json_t *defs);
+
+static const char *table_name(const field *fields) {
+    for (size_t i = 0; i < sizeof(named_tables) / sizeof(named_tables[0]); i++)
+        if (named_tables[i].fields == fields)
+            return named_tables[i].name;
+    return NULL;
+}
+
+/* A $ref to a named table (its definition added once), else the schema inline. */
+static json_t *table_ref(const field *fields, json_t *defs) {
+    const char *name = table_name(fields);
+    if (!name)
+        return object_schema(fields, defs);
+    if (!json_object_get(defs, name)) {
+        json_object_set_new(defs, name, json_object()); /* placeholder against cycles */
+        json_object_set_new(defs, name, object_schema(fields, defs));
+    }
+    char ref[128];
+    snprintf(ref, sizeof(ref), "#/definitions/%s", name);
+    return json_pack("{s:s}", "$ref", ref);
+}
+
+static json_t *enum_array(const char *const *e) {
+    json_t *a = json_array();
+    for (; e && *e; e++)
+        json_array_append_new(a, json_string(*e));
+    return a;
+}
+
+static json_t *field_schema(const field *f, json_t *defs) {
+    if ((f->type == T_OBJ) && f->sub)
+        return table_ref(f->sub, defs);
+    json_t *s = json_pack("{s:s}", "type", type_name(f->type));
+    if (f->type == T_STR) {
+        if (f->flags & F_MIN)
+            json_object_set_new(s, "minLength", json_integer((json_int_t)f->min));
+        if (f->flags & F_MAX)
+            json_object_set_new(s, "maxLength", json_integer((json_int_t)f->max));
+    } else if (f->type == T_INT || f->type == T_NUM) {
+        if (f->flags & F_MIN)
+            json_object_set_new(s, "minimum", json_real(f->min));
+        if (f->flags & F_MAX)
+            json_object_set_new(s, "maximum", json_real(f->max));
+        if (f->flags & F_MULT)
+            json_object_set_new(s, "multipleOf", json_real(f->mult));
+    }
+    if (f->enums)
+        json_object_set_new(s, "enum", enum_array(f->enums));
+    if (f->type == T_ARR) {
+        json_t *items;
+        if (f->item == T_OBJ && f->sub) {
+            items = table_ref(f->sub, defs);
+        } else {
+            items = json_pack("{s:s}", "type", type_name(f->item));
+            if (f->item_enums)
+                json_object_set_new(items, "enum", enum_array(f->item_enums));
+            if (f->item_min_len > 0)
+                json_object_set_new(items, "minLength", json_integer((json_int_t)f->item_min_len));
+            if (f->item_max_len > 0)
+                json_object_set_new(items, "maxLength", json_integer((json_int_t)f->item_max_len));
+        }
+        json_object_set_new(s, "items", items);
+        if (f->flags & F_UNIQUE)
+            json_object_set_new(s, "uniqueItems", json_true());
+    }
+    return s;
+}
+
+static json_t *object_schema(const field *fields, json_t *defs) {
+    json_t *props = json_object(), *required = json_array();
+    for (const field *f = fields; f->name; f++) {
+        json_object_set_new(props, f->name, field_schema(f, defs));
+        if (f->flags & F_REQ)
+            json_array_append_new(required, json_string(f->name));
+    }
+    json_t *s = json_pack("{s:s, s:o}", "type", "object", "properties", props);
+    if (json_array_size(required) > 0)
+        json_object_set_new(s, "required", required);
+    else
+        json_decref(required);
+    return s;
+}
+
+void br_schema_definitions(json_t *definitions) {
+    for (size_t i = 0; i < sizeof(named_tables) / sizeof(named_tables[0]); i++)
+        json_decref(table_ref(named_tables[i].fields, definitions));
+}

@@ -4,7 +4,7 @@
 #include <string.h>
 #include <strings.h>
 
-#include "broker.h"
+#include "accounts.h"
 
 json_t *br_worker_json(broker *b, const br_worker *w, int privilege, int64_t now_ms) {
     const br_worker_attrs *a = &w->a;
@@ -36,16 +36,36 @@ json_t *br_worker_json(broker *b, const br_worker *w, int privilege, int64_t now
         a->allow_sdxl_controlnet && cn, "lora", lora);
     if (!o)
         return NULL;
-    if (privilege >= 1) {
+    const br_team *team = br_worker_team(b, w);
+    if (team)
+        json_object_set_new(o, "team", json_pack("{s:s, s:s}", "id", team->id, "name", team->name));
+    /* owner and messages: public when the owner set public_workers (§2) */
+    if (privilege >= 1 || (w->owner_roles & BR_OWNER_PUBLIC_WORKERS)) {
         json_object_set_new(o, "owner", json_string(w->owner));
-        json_object_set_new(o, "messages", json_array());
-        json_object_set_new(o, "ipaddr", json_string(a->ipaddr ? a->ipaddr : ""));
+        json_object_set_new(o, "messages", br_worker_messages_json(b, w, now_ms));
     }
+    if (privilege >= 1)
+        json_object_set_new(o, "ipaddr", json_string(a->ipaddr ? a->ipaddr : ""));
     if (privilege >= 2) {
         json_object_set_new(o, "paused", json_boolean(w->paused));
-        json_object_set_new(o, "suspicious", json_integer(0));
+        json_object_set_new(o, "suspicious", json_integer(w->suspicion));
     }
     return o;
+}
+
+/* Who a worker is, for hook worker_details (caller holds the lock). */
+static json_t *worker_ident(broker *b, const br_worker *w) {
+    if (!br_hooked(b, HN_HOOK_ID_worker_details))
+        return NULL;
+    return json_pack("{s:s, s:s, s:I}", "id", w->id, "name", w->name, "user_id",
+                     (json_int_t)w->user_id);
+}
+
+/* Lets other plugins add to each details[i] (the kudos plugin: kudos_rewards
+ * and kudos_details), outside the lock: handlers may read storage. */
+static void run_worker_details(broker *b, const json_t *idents, json_t *details, int priv) {
+    for (size_t i = 0; i < json_array_size(idents) && i < json_array_size(details); i++)
+        hn_run_worker_details(b->api, json_array_get(idents, i), priv, json_array_get(details, i));
 }
 
 /* Privilege of the caller: 2 for moderators and admins, else 0 (the horde:
@@ -79,6 +99,7 @@ void br_route_workers(hn_request *req, void *state) {
         return;
     }
     int64_t now = br_now_ms();
+    json_t *idents = json_array();
     if (b->started) {
         pthread_mutex_lock(&b->lock);
         size_t i = 0;
@@ -90,25 +111,39 @@ void br_route_workers(hn_request *req, void *state) {
             if (name && strcasecmp(name, w->name) != 0)
                 continue;
             json_t *j = br_worker_json(b, w, priv, now);
-            if (j)
+            json_t *ident = j ? worker_ident(b, w) : NULL;
+            if (ident) {
                 json_array_append_new(out, j);
+                json_array_append_new(idents, ident);
+            } else if (j) {
+                json_array_append_new(out, j);
+            }
         }
         pthread_mutex_unlock(&b->lock);
     }
+    /* idents is empty (nobody hooked) or parallel to out */
+    if (json_array_size(idents) == json_array_size(out))
+        run_worker_details(b, idents, out, priv);
+    json_decref(idents);
     api->respond_json(req, 200, out);
 }
 
 static void respond_worker(broker *b, hn_request *req, br_worker *(*find)(broker *, const char *),
                            const char *key, const char *shown) {
     int priv = caller_privilege(b, req);
-    json_t *j = NULL;
+    json_t *j = NULL, *ident = NULL;
     if (b->started && key) {
         pthread_mutex_lock(&b->lock);
         br_worker *w = find(b, key);
         if (w)
             j = br_worker_json(b, w, priv, br_now_ms());
+        if (j)
+            ident = worker_ident(b, w);
         pthread_mutex_unlock(&b->lock);
     }
+    if (j && ident)
+        hn_run_worker_details(b->api, ident, priv, j);
+    json_decref(ident);
     if (!j) {
         br_fail(b, req, 404, "WorkerNotFound", "Worker with ID '%.100s' not found.",
                 shown ? shown : "");
@@ -137,10 +172,8 @@ void br_route_worker_put(hn_request *req, void *state) {
     const hn_api *api = b->api;
     hn_error err;
     hn_user user;
-    if (!b->started) {
-        br_fail(b, req, 503, "ServiceUnavailable", "The broker is starting.");
+    if (!br_ready(b, req))
         return;
-    }
     json_t *body = api->req_json(req, &err);
     if (!body) {
         api->respond_error(req, &err);
@@ -170,7 +203,8 @@ void br_route_worker_put(hn_request *req, void *state) {
     const char *info = br_jstr(body, "info");
     const char *name = br_jstr(body, "name");
     const char *team = br_jstr(body, "team");
-    if (team && *team) {
+    char team_id[BR_ID_LEN] = "";
+    if (team && *team && !br_uuid_parse(team, team_id)) {
         br_fail(b, req, 404, "TeamNotFound", "Team with ID '%.64s' not found.", team);
         return;
     }
@@ -191,15 +225,24 @@ void br_route_worker_put(hn_request *req, void *state) {
     } else if (paused && !mod) {
         status = 403, rc = "NotModerator";
         snprintf(msg, sizeof(msg), "You're not a mod. BTFO!");
-    } else if ((maint || maint_msg || info || name) && !mod && user.id != w->user_id) {
+    } else if ((maint || maint_msg || info || name || team) && !mod && user.id != w->user_id) {
         status = 403, rc = "NotOwner";
         snprintf(msg, sizeof(msg), "You're not the owner of this worker.");
+    } else if (info && api->text_profane(info)) { /* §2, §5 profanity checks */
+        status = 400, rc = "ProfaneWorkerInfo";
+        snprintf(msg, sizeof(msg), "This worker info contains profanity.");
+    } else if (name && api->text_profane(name)) {
+        status = 400, rc = "ProfaneWorkerName";
+        snprintf(msg, sizeof(msg), "This worker name contains profanity.");
     } else if (name && strcmp(name, w->name) != 0 && br_worker_find_name(b, name)) {
         status = 400, rc = "WorkerNameAlreadyExists";
         snprintf(msg, sizeof(msg), "The specified worker name '%.64s' is already taken!", name);
     } else if (!maint && !paused && !info && !name && !team) {
         status = 400, rc = "NoWorkerModSelected";
         snprintf(msg, sizeof(msg), "No worker modification selected!");
+    } else if (team_id[0] && !br_map_get(&b->acc->teams, team_id)) {
+        status = 404, rc = "TeamNotFound";
+        snprintf(msg, sizeof(msg), "Team with ID '%.64s' not found.", team_id);
     }
     if (rc) {
         pthread_mutex_unlock(&b->lock);
@@ -237,8 +280,15 @@ void br_route_worker_put(hn_request *req, void *state) {
         }
         json_object_set_new(resp, "name", json_string(w->name));
     }
-    if (team)
-        json_object_set_new(resp, "team", json_string("None"));
+    if (team) {
+        br_team *t = team_id[0] ? br_map_get(&b->acc->teams, team_id) : NULL;
+        if (t)
+            br_map_put(&b->acc->worker_team, w->id, t);
+        else
+            br_map_del(&b->acc->worker_team, w->id);
+        br_acc_store_worker_team(op, w->id, t);
+        json_object_set_new(resp, "team", json_string(t ? t->name : "None"));
+    }
     b->workers_ver++;
     br_store_worker_save(op, w);
     br_op_reply(op, req, 200, resp, -1, NULL);

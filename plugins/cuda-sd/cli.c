@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "cuda_sd.h"
+#include "backend/backend_choice.h"
 #include "engine/family.h"
 #include "engine/model_file.h"
 #include "engine/tokenizer.h"
@@ -30,7 +31,7 @@ static void help(FILE *out)
             "  horde-node sd inpaint --model FILE --prompt TEXT --init IMAGE [--mask IMAGE] "
             "-o OUT.png [options]\n"
             "  horde-node sd tokenize [--family sd1|sd2] [--vocab FILE] TEXT\n"
-            "  horde-node sd info --model FILE\n"
+            "  horde-node sd info --model FILE [--backend cpu|cuda|auto]\n"
             "options:\n"
             "  --negative TEXT       negative prompt (default empty)\n"
             "  --seed N              seed; any text is taken as the horde takes it "
@@ -56,7 +57,8 @@ static void help(FILE *out)
             "  --config FILE         model sidecar config (.json/.yaml; default: beside the "
             "model)\n"
             "  --threads N           CPU threads (default: config, else one per core)\n"
-            "  --backend B           cpu or cuda (default: config, else cpu)\n"
+            "  --backend B           cpu, cuda or auto (default: config, else auto = cuda\n"
+            "                        when a usable GPU is found, else cpu)\n"
             "  -o, --output OUT      .png or .webp\n");
 }
 
@@ -172,7 +174,7 @@ static int cmd_generate(cuda_sd *sd, sd_job_kind kind, const char *cmd, int argc
     const char *model = NULL, *out = NULL, *init_path = NULL, *mask_path = NULL;
     const char *vocab = sd->conf ? sd->conf->vocab : NULL, *config = NULL, *seed_text = NULL;
     int threads = sd->conf ? (int)sd->conf->threads : 0;
-    const char *backend = sd->conf ? sd->conf->backend : NULL;
+    const char *backend = sd->conf && sd->conf->backend ? sd->conf->backend : "auto";
 
     for (int i = 0; i < argc; i++) {
         const char *v = NULL;
@@ -222,8 +224,8 @@ static int cmd_generate(cuda_sd *sd, sd_job_kind kind, const char *cmd, int argc
         } else if (FLAG("--config")) {
             config = v;
         } else if (FLAG("--backend")) {
-            if (m > 0 && strcmp(v, "cpu") != 0 && strcmp(v, "cuda") != 0)
-                return usage_error("--backend: \"%s\" is not cpu or cuda", v);
+            if (m > 0 && strcmp(v, "cpu") != 0 && strcmp(v, "cuda") != 0 && strcmp(v, "auto") != 0)
+                return usage_error("--backend: \"%s\" is not cpu, cuda or auto", v);
             backend = v;
         } else if (FLAG("--threads")) {
             if (m > 0 && parse_int(v, 0, 1024, &threads) != 0)
@@ -300,6 +302,9 @@ static int cmd_generate(cuda_sd *sd, sd_job_kind kind, const char *cmd, int argc
         fprintf(stderr, "horde-node sd: %s\n", err);
         goto out;
     }
+    char how[600];
+    sd_pipeline_backend_describe(pipe, how, sizeof how);
+    fprintf(stderr, "backend: %s\n", how);
     images = calloc((size_t)job.n_images, sizeof *images);
     if (!images) {
         fprintf(stderr, "horde-node sd: out of memory\n");
@@ -406,9 +411,10 @@ static int cmd_tokenize(cuda_sd *sd, int argc, char **argv)
     return 0;
 }
 
-static int cmd_info(int argc, char **argv)
+static int cmd_info(cuda_sd *sd, int argc, char **argv)
 {
     const char *model = NULL, *config = NULL;
+    const char *backend = sd->conf && sd->conf->backend ? sd->conf->backend : "auto";
     for (int i = 0; i < argc; i++) {
         const char *v = NULL;
         int m;
@@ -416,6 +422,8 @@ static int cmd_info(int argc, char **argv)
             model = v;
         else if ((m = flag_value(argc, argv, &i, "--config", &v)) != 0)
             config = v;
+        else if ((m = flag_value(argc, argv, &i, "--backend", &v)) != 0)
+            backend = v;
         else
             return usage_error("unknown option \"%s\" for info", argv[i]);
         if (m < 0)
@@ -448,6 +456,16 @@ static int cmd_info(int argc, char **argv)
         fputc('\n', stdout);
     free(text);
     int status = 0;
+    /* the backend a generation with these options would run on */
+    sd_backend_choice choice;
+    char how[600];
+    if (sd_backend_choose(backend, &choice, err, sizeof err) != 0) {
+        fprintf(stderr, "horde-node sd: --backend: %s\n", err);
+        status = 2;
+    } else {
+        sd_backend_choice_describe(&choice, how, sizeof how);
+        printf("backend: %s\n", how);
+    }
     if (!info.supported) {
         sd_family_check_supported(f, &info, err, sizeof err);
         fprintf(stderr, "horde-node sd: %s\n", err);
@@ -473,7 +491,7 @@ int cuda_sd_cli(int argc, char **argv, void *state)
     if (strcmp(sub, "tokenize") == 0)
         return cmd_tokenize(sd, argc - 2, argv + 2);
     if (strcmp(sub, "info") == 0)
-        return cmd_info(argc - 2, argv + 2);
+        return cmd_info(sd, argc - 2, argv + 2);
     if (strcmp(sub, "help") == 0 || strcmp(sub, "--help") == 0 || strcmp(sub, "-h") == 0) {
         help(stdout);
         return 0;

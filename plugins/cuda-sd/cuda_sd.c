@@ -22,8 +22,22 @@ static const hn_conf_spec cuda_sd_schema[] = {
     {"conventions", HN_CONF_STRING, offsetof(cuda_sd_conf, conventions), "comfyui", 0, 0, 0,
      "sampling conventions: comfyui (what horde workers do) or kdiffusion (the reference "
      "libraries, as in golden/)"},
-    {"backend", HN_CONF_STRING, offsetof(cuda_sd_conf, backend), "cpu", 0, 0, 0,
-     "compute backend: cpu, or cuda (needs libhn-sd-cuda.so and a GPU)"},
+    {"backend", HN_CONF_STRING, offsetof(cuda_sd_conf, backend), "auto", 0, 0, 0,
+     "compute backend: auto (cuda when a usable GPU answers the probe, else cpu), cpu, or "
+     "cuda (needs libhn-sd-cuda.so and a GPU)"},
+    {"vram_budget_mb", HN_CONF_INT, offsetof(cuda_sd_conf, vram_budget_mb), "0", -1, 1 << 24, 0,
+     "CUDA: device memory the cached model weights may use; past it the least recently used "
+     "models' weights are evicted and uploaded again from host RAM when needed (0 = device "
+     "memory minus 3 GB, -1 = no limit)"},
+    {"models_in_ram", HN_CONF_INT, offsetof(cuda_sd_conf, models_in_ram), "2", 1, 16, 0,
+     "models kept loaded in host RAM (page-locked on CUDA) for fast switching"},
+    {"cuda_offload", HN_CONF_INT, offsetof(cuda_sd_conf, cuda_offload), "0", 0, 2, 0,
+     "CUDA: device weights dropped between the phases of an image to lower its peak memory: "
+     "0 none (fastest), 1 the text encoder's and VAE's after use, 2 also the UNet's before "
+     "the VAE decode (one network on the device at a time; re-uploaded from host RAM)"},
+    {"cuda_graphs", HN_CONF_BOOL, offsetof(cuda_sd_conf, cuda_graphs), "true", 0, 0, 0,
+     "CUDA: run each UNet step as one CUDA graph (captured once per prompt and size; "
+     "falls back to op-by-op launches if capture fails)"},
     HN_CONF_END,
 };
 
@@ -55,10 +69,12 @@ static hn_rc cuda_sd_init(hn_plugin *self, const hn_api *api, void *conf, void *
                           "plugins.cuda-sd.conventions: \"%s\" is not comfyui or kdiffusion",
                           c->conventions);
     }
-    if (c->backend && strcmp(c->backend, "cpu") != 0 && strcmp(c->backend, "cuda") != 0) {
+    if (c->backend && strcmp(c->backend, "cpu") != 0 && strcmp(c->backend, "cuda") != 0 &&
+        strcmp(c->backend, "auto") != 0) {
         free(sd);
         return api->error(err, 500, "BadConfig",
-                          "plugins.cuda-sd.backend: \"%s\" is not cpu or cuda", c->backend);
+                          "plugins.cuda-sd.backend: \"%s\" is not auto, cpu or cuda",
+                          c->backend);
     }
     const char *data = api->data_dir ? api->data_dir() : NULL;
     snprintf(sd->data_dir, sizeof sd->data_dir, "%s", data ? data : "");

@@ -21,7 +21,12 @@ typedef struct cuda_sd_conf {
                                 model, else <data>/models/clip/ */
     long long threads;       /* CPU threads, 0 = one per core */
     const char *conventions; /* "comfyui" (default) or "kdiffusion" */
-    const char *backend;     /* "cpu" */
+    const char *backend;     /* "auto" (default: cuda when a usable GPU is
+                                found, else cpu), "cpu" or "cuda" */
+    long long vram_budget_mb; /* CUDA weight cache budget: 0 auto, -1 none */
+    long long models_in_ram;  /* models kept open (engine/model_cache.h) */
+    long long cuda_offload;   /* sd_offload: 0 none, 1 encoders, 2 sequential */
+    bool cuda_graphs;         /* CUDA graphs of the UNet step */
 } cuda_sd_conf;
 
 typedef struct cuda_sd {
@@ -32,10 +37,12 @@ typedef struct cuda_sd {
     char models_dir[PATH_MAX];
     char data_dir[PATH_MAX];
 
-    /* generator: one loaded model at a time, one generation at a time */
+    /* generator: models_in_ram open models on one backend (the model cache,
+     * created on first use), one generation at a time */
     pthread_mutex_t lock;
-    sd_pipeline *pipe;
-    char loaded[256]; /* horde model name of pipe */
+    struct sd_model_cache *cache;
+    sd_pipeline *pipe; /* borrowed from cache: the model of the current job */
+    char loaded[256];  /* horde model name of pipe */
     /* what the worker said through configure (under lock): horde model name
      * -> checkpoint path, and the CLIP vocabulary it found */
     json_t *worker_models;

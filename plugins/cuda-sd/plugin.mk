@@ -67,7 +67,8 @@ install-cuda-sd-lib: $(if $(NVCC),$(CUDA_SD_LIB))
 # built by `make` (all) and before the CUDA test program runs (order-only:
 # the test loads them with dlopen, it does not link them)
 all: $(CUDA_SD_LIBS)
-CUDA_SD_GPU_TESTS := $(BUILD)/tests/cuda-sd/test_cuda_backend $(BUILD)/tests/cuda-sd/test_cuda_networks
+CUDA_SD_GPU_TESTS := $(BUILD)/tests/cuda-sd/test_cuda_backend $(BUILD)/tests/cuda-sd/test_cuda_networks \
+                     $(BUILD)/tests/cuda-sd/test_cuda_engine
 $(CUDA_SD_GPU_TESTS): | $(CUDA_SD_LIBS)
 
 # The GPU benchmark (bench/cuda/bench_cuda.c): UNet steps/s, whole-image

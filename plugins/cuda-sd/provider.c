@@ -8,8 +8,10 @@
  * an inpainting model) uses the paint pipeline, a source with a mask the
  * masked img2img one.
  *
- * One model is loaded at a time (models_dir/<name>.safetensors or .ckpt);
- * the lock serialises load and generate. */
+ * Models (models_dir/<name>.safetensors or .ckpt) live in a model cache
+ * (engine/model_cache.h): up to models_in_ram open at once on one backend,
+ * their weights swapped through VRAM within vram_budget_mb on CUDA; the lock
+ * serialises load and generate. */
 #include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
@@ -20,6 +22,7 @@
 #include <time.h>
 
 #include "cuda_sd.h"
+#include "engine/model_cache.h"
 #include "engine/rng.h"
 
 uint64_t cuda_sd_seed(const char *text)
@@ -99,7 +102,8 @@ static json_t *gen_models(void *state)
     return list;
 }
 
-/* Loads `name` unless it is the loaded one. Caller holds the lock. */
+/* Makes `name` the current model (sd->pipe), opening it in the model cache
+ * unless it is open already. Caller holds the lock. */
 static hn_rc ensure_loaded(cuda_sd *sd, const char *name, hn_error *err)
 {
     if (sd->pipe && strcmp(sd->loaded, name) == 0)
@@ -109,21 +113,38 @@ static hn_rc ensure_loaded(cuda_sd *sd, const char *name, hn_error *err)
         return sd->api->error(err, 404, "ModelNotFound",
                               "cuda-sd: no checkpoint for model \"%s\" in %s", name,
                               sd->models_dir);
-    sd_pipeline_free(sd->pipe);
+    char msg[1024];
+    if (!sd->cache) {
+        sd_model_cache_opts o = {
+            .backend = sd->conf && sd->conf->backend ? sd->conf->backend : "auto",
+            .threads = sd->conf ? (int)sd->conf->threads : 0,
+            .vram_budget_mb = sd->conf ? sd->conf->vram_budget_mb : 0,
+            .offload = sd->conf ? (int)sd->conf->cuda_offload : 0,
+            .cuda_graphs = sd->conf ? sd->conf->cuda_graphs : false,
+            .max_models = sd->conf && sd->conf->models_in_ram > 0 ? (int)sd->conf->models_in_ram
+                                                                   : 2,
+            .vocab_path = sd->conf && sd->conf->vocab ? sd->conf->vocab
+                          : sd->worker_vocab[0]       ? sd->worker_vocab
+                                                      : NULL,
+            .data_dir = sd->data_dir[0] ? sd->data_dir : NULL};
+        if (sd_model_cache_create(&o, &sd->cache, msg, sizeof msg) != 0)
+            return sd->api->error(err, 500, "ModelLoadFailed", "cuda-sd: %s", msg);
+        char how[800];
+        sd_model_cache_describe(sd->cache, how, sizeof how);
+        sd->api->log(sd->self, HN_LOG_INFO, "backend %s", how);
+    }
     sd->pipe = NULL;
     sd->loaded[0] = '\0';
-    sd_pipeline_opts o = {.model_path = path,
-                          .vocab_path = sd->conf && sd->conf->vocab ? sd->conf->vocab
-                                        : sd->worker_vocab[0]       ? sd->worker_vocab
-                                                                    : NULL,
-                          .data_dir = sd->data_dir[0] ? sd->data_dir : NULL,
-                          .threads = sd->conf ? (int)sd->conf->threads : 0,
-                          .backend = sd->conf ? sd->conf->backend : NULL};
-    char msg[1024];
-    if (sd_pipeline_load(&o, &sd->pipe, msg, sizeof msg) != 0)
+    sd_model_cache_stats before, after;
+    sd_model_cache_stats_get(sd->cache, &before);
+    if (sd_model_cache_get(sd->cache, path, NULL, &sd->pipe, msg, sizeof msg) != 0)
         return sd->api->error(err, 500, "ModelLoadFailed", "cuda-sd: %s", msg);
     snprintf(sd->loaded, sizeof sd->loaded, "%s", name);
-    sd->api->log(sd->self, HN_LOG_INFO, "loaded model %s (%s)", name, path);
+    sd_model_cache_stats_get(sd->cache, &after);
+    if (after.loads != before.loads)
+        sd->api->log(sd->self, HN_LOG_INFO, "loaded model %s (%s) on backend %s%s", name, path,
+                     sd_pipeline_backend_name(sd->pipe),
+                     after.pinned > before.pinned ? ", pinned in host RAM" : "");
     return HN_OK;
 }
 
@@ -141,7 +162,8 @@ void cuda_sd_generator_release(cuda_sd *sd)
     if (!sd)
         return;
     pthread_mutex_lock(&sd->lock);
-    sd_pipeline_free(sd->pipe);
+    sd_model_cache_destroy(sd->cache);
+    sd->cache = NULL;
     sd->pipe = NULL;
     sd->loaded[0] = '\0';
     pthread_mutex_unlock(&sd->lock);
@@ -372,7 +394,7 @@ static void gen_result_free(void *state, hn_gen_result *res)
 }
 
 /* The worker's model files and vocabulary (generator.h configure). The
- * residency limits are accepted and ignored: one model is loaded at a time. */
+ * residency limits are accepted and ignored: models_in_ram and vram_budget_mb say it. */
 static hn_rc gen_configure(void *state, const json_t *settings, hn_error *err)
 {
     cuda_sd *sd = state;
@@ -385,8 +407,16 @@ static hn_rc gen_configure(void *state, const json_t *settings, hn_error *err)
         json_decref(sd->worker_models);
         sd->worker_models = json_deep_copy(models);
     }
-    if (vocab)
+    if (vocab && strcmp(vocab, sd->worker_vocab) != 0) {
         snprintf(sd->worker_vocab, sizeof sd->worker_vocab, "%s", vocab);
+        /* open models keep the vocabulary they were loaded with: reopen */
+        if (!(sd->conf && sd->conf->vocab)) {
+            sd_model_cache_destroy(sd->cache);
+            sd->cache = NULL;
+            sd->pipe = NULL;
+            sd->loaded[0] = '\0';
+        }
+    }
     pthread_mutex_unlock(&sd->lock);
     return HN_OK;
 }

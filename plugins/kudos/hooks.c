@@ -10,7 +10,12 @@
  *   job_popped / job_faulted  keep a reservation alive
  *   job_submitted        the requester pays, the worker's owner earns (§3.2)
  *   worker_checked_in    uptime rewards (§3.5)
- * and user_details: kudos, kudos_details, evaluating_kudos, trusted. */
+ *   generation_ended     the request's reservation is released at once
+ *   generation_replay    the broker's durable record at its start: what a
+ *                        crash kept from the ledger is applied now (the
+ *                        event keys make the rest a no-op)
+ * and user_details (kudos, kudos_details, evaluating_kudos, trusted) and
+ * worker_details (kudos_rewards, kudos_details). */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -68,6 +73,11 @@ static hn_rc on_validate(void *state, const hn_user *user, json_t *request, json
     long long queue, threads;
     kd_tracker_load(k, &queue, &threads);
     kd_upfront u = kd_upfront_check(k->ref, &g, queue, threads);
+    /* §3.3 f: naming workers costs the kudos up front, and no downgrade helps */
+    bool on_list = k->conf->upfront_on_workerlist &&
+                   json_array_size(json_object_get(request, "workers")) > 0;
+    if (on_list)
+        u.required = true;
     if (!u.required)
         return HN_OK;
     double required = kd_estimate(k->ref, &g, kd_price(k->model, &g));
@@ -83,7 +93,7 @@ static hn_rc on_validate(void *state, const hn_user *user, json_t *request, json
         json_object_set_new(request, "_kudos_reservation", json_string(token));
         return HN_OK;
     }
-    if (json_is_true(json_object_get(request, "allow_downgrade"))) {
+    if (!on_list && json_is_true(json_object_get(request, "allow_downgrade"))) {
         kd_downgrade(k->ref, &g, u.max_res);
         apply_downgrade(request, &g);
         return HN_OK;
@@ -151,8 +161,10 @@ static hn_rc on_enqueued(void *state, const json_t *info) {
     ev->amount = json_number_value(json_object_get(info, "kudos"));
     ev->burn = kd_burn_flags_of(&g);
     ev->n = (int)json_integer_value(json_object_get(info, "n"));
-    /* the activation tax: 1, +5 per extra source image */
+    /* the activation tax: 1, +5 per extra source image (+2 for another
+     * user's style, added by the ledger, which knows who that is) */
     ev->tax = 1 + 5.0 * g.n_extra_src;
+    ev->style_owner = json_integer_value(json_object_get(request, "_style_owner_id"));
     if (token && ev->id[0]) {
         pthread_mutex_lock(&k->lock);
         kd_map_put(&k->reserved, ev->id, (void *)(intptr_t)ev->now);
@@ -206,8 +218,48 @@ static hn_rc on_submitted(void *state, const json_t *info) {
         free(ev);
         return HN_OK;
     }
-    kd_tracker_bridge(k, ev->worker, ev->bridge, sizeof(ev->bridge));
+    /* a replay says which bridge ran it; live, the last check-in knows */
+    const char *bridge = json_string_value(json_object_get(info, "bridge_agent"));
+    if (bridge && *bridge)
+        snprintf(ev->bridge, sizeof(ev->bridge), "%s", bridge);
+    else
+        kd_tracker_bridge(k, ev->worker, ev->bridge, sizeof(ev->bridge));
     kd_writer_post(k, ev);
+    return HN_OK;
+}
+
+/* ---- generation_ended, generation_replay ------------------------------------------------------ */
+
+static hn_rc on_ended(void *state, const json_t *info) {
+    kudos *k = state;
+    char id[ID_LEN];
+    copy_id(id, info, "id");
+    if (!id[0])
+        return HN_OK;
+    /* requests without a reservation (most of them) cost no write; after a
+     * restart the map is rebuilt by the replay before any of this runs */
+    pthread_mutex_lock(&k->lock);
+    bool held = kd_map_get(&k->reserved, id) != NULL;
+    if (held)
+        kd_map_remove(&k->reserved, id);
+    pthread_mutex_unlock(&k->lock);
+    kd_event *ev = held ? kd_event_new(KD_EV_END) : NULL;
+    if (ev) {
+        snprintf(ev->id, sizeof(ev->id), "%s", id);
+        kd_writer_post(k, ev);
+    }
+    return HN_OK;
+}
+
+static hn_rc on_replay(void *state, const char *event, const json_t *info) {
+    if (!event)
+        return HN_OK;
+    if (strcmp(event, "generation_enqueued") == 0)
+        return on_enqueued(state, info);
+    if (strcmp(event, "job_submitted") == 0)
+        return on_submitted(state, info);
+    if (strcmp(event, "generation_ended") == 0)
+        return on_ended(state, info);
     return HN_OK;
 }
 
@@ -239,10 +291,48 @@ static hn_rc on_user_details(void *state, const hn_user *user, int privilege, js
         kd_ledger_details(&k->ledger, user->id, kd, &err);
     else if (a.balance != 0) /* the opening balance counts as an admin grant once booked */
         json_object_set_new(kd, "admin", json_real((double)a.balance / 100.0));
-    if (a.promoted)
+    if (kd_trusted_pending(&a)) /* else auth's role says it */
         json_object_set_new(details, "trusted", json_true());
-    if (privilege >= 2)
+    if (privilege >= 2) {
         json_object_set_new(details, "evaluating_kudos", json_real((double)a.escrow / 100.0));
+        /* auth shows the amount; when it was last received is the ledger's */
+        json_t *monthly = json_object_get(details, "monthly_kudos");
+        int64_t last = 0;
+        if (json_is_object(monthly) &&
+            kd_op_monthly_last(&k->ledger, user->id, &last, &err) == HN_OK) {
+            char when[32];
+            time_t t = (time_t)last;
+            struct tm tm;
+            if (last > 0 && gmtime_r(&t, &tm) &&
+                strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%S", &tm))
+                json_object_set_new(monthly, "last_received", json_string(when));
+            else
+                json_object_set_new(monthly, "last_received", json_null());
+        }
+    }
+    return HN_OK;
+}
+
+/* ---- worker_details ---------------------------------------------------------------------------- */
+
+/* The horde's kudos_rewards = generated + uptime; the broker knows only the
+ * generated part, the ledger both. Workers it never paid keep the broker's. */
+static hn_rc on_worker_details(void *state, const json_t *worker, int privilege, json_t *details) {
+    (void)privilege;
+    kudos *k = state;
+    const char *id = json_string_value(json_object_get(worker, "id"));
+    if (!k->started || !id || !json_is_object(details))
+        return HN_OK;
+    double generated = 0, uptime = 0;
+    hn_error err = {0};
+    hn_rc rc = kd_op_worker_kudos(&k->ledger, id, &generated, &uptime, &err);
+    if (rc == HN_ERROR)
+        k->api->log(k->self, HN_LOG_WARN, "details of worker %s: %s", id, err.message);
+    if (rc != HN_OK)
+        return HN_OK;
+    json_object_set_new(details, "kudos_rewards", json_real(generated + uptime));
+    json_object_set_new(details, "kudos_details",
+                        json_pack("{s:f, s:f}", "generated", generated, "uptime", uptime));
     return HN_OK;
 }
 
@@ -260,5 +350,8 @@ int kd_hooks_register(kudos *k) {
     bad |= hn_hook_add_job_submitted(api, k->self, on_submitted, k, NULL);
     bad |= hn_hook_add_worker_checked_in(api, k->self, on_checked_in, k, NULL);
     bad |= hn_hook_add_user_details(api, k->self, on_user_details, k, NULL);
+    bad |= hn_hook_add_generation_ended(api, k->self, on_ended, k, NULL);
+    bad |= hn_hook_add_generation_replay(api, k->self, on_replay, k, NULL);
+    bad |= hn_hook_add_worker_details(api, k->self, on_worker_details, k, NULL);
     return bad ? -1 : 0;
 }

@@ -15,6 +15,10 @@ static const hn_conf_spec kd_conf_spec[] = {
      "the horde's image model reference (stable_diffusion.json): baselines and max_steps"},
     {"upfront", HN_CONF_BOOL, offsetof(kd_conf, upfront), "true", 0, 0, 0,
      "big requests need the kudos up front (the horde's rule under load)"},
+    {"upfront_on_workerlist", HN_CONF_BOOL, offsetof(kd_conf, upfront_on_workerlist), "false", 0,
+     0, 0,
+     "requests that name `workers` need their kudos up front, without downgrade (the horde's "
+     "HORDE_UPFRONT_KUDOS_ON_WORKERLIST)"},
     {"trust_threshold", HN_CONF_FLOAT, offsetof(kd_conf, trust_threshold), "0", 0, 1e12, 0,
      "escrowed kudos above which an untrusted worker owner becomes trusted (0: never)"},
     {"trust_min_age_s", HN_CONF_INT, offsetof(kd_conf, trust_min_age_s), "604800", 0, 1e9, 0,
@@ -31,15 +35,19 @@ static const hn_conf_spec kd_conf_spec[] = {
      1e6, 0, "a reservation whose request was refused after validation is dropped after this"},
     {"award_user_id", HN_CONF_INT, offsetof(kd_conf, award_user_id), "1", 0, 9.2e18, 0,
      "the only user who may POST /api/v2/kudos/award (horde: user 1)"},
-    {"users_put_route", HN_CONF_BOOL, offsetof(kd_conf, users_put_route), "true", 0, 0, 0,
-     "serve PUT /api/v2/users/{id} for its admin `kudos` field (turn off when another plugin "
-     "serves that route)"},
     {"floor_anonymous", HN_CONF_FLOAT, offsetof(kd_conf, floor_anonymous), "-50", -1e9, 1e9, 0,
      "balance floor of the anonymous user"},
     {"floor_pseudonymous", HN_CONF_FLOAT, offsetof(kd_conf, floor_pseudonymous), "14", -1e9, 1e9,
      0, "balance floor of users who registered pseudonymously"},
     {"floor_registered", HN_CONF_FLOAT, offsetof(kd_conf, floor_registered), "25", -1e9, 1e9, 0,
      "balance floor of other users"},
+    {"writer_delay_ms", HN_CONF_INT, offsetof(kd_conf, writer_delay_ms), "0", 0, 3.6e6, 0,
+     "test aid: the ledger writer waits this long before applying each batch (crash tests "
+     "widen the window between the broker's commit and the ledger's); 0 in production"},
+    {"monthly_check_s", HN_CONF_INT, offsetof(kd_conf, monthly_check_s), "3600", 1, 86400, 0,
+     "how often users whose monthly kudos are due are paid (the horde: hourly)"},
+    {"moderator_monthly_kudos", HN_CONF_FLOAT, offsetof(kd_conf, moderator_monthly_kudos), "0", 0,
+     1e9, 0, "monthly kudos every moderator receives on top of their own (the horde: 300000)"},
     HN_CONF_END,
 };
 
@@ -55,6 +63,11 @@ static void kd_free(kudos *k) {
     if (!k)
         return;
     kd_tracker_free(k);
+    /* events posted before a start that never came */
+    for (kd_event *ev = k->wq_head, *next; ev; ev = next) {
+        next = ev->next;
+        free(ev);
+    }
     kd_price_model_free(k->model);
     kd_model_ref_free(k->ref);
     pthread_mutex_destroy(&k->lock);
@@ -93,7 +106,8 @@ static hn_rc kd_init(hn_plugin *self, const hn_api *api, void *confp, void **sta
             return api->error(err, 500, "ConfigError", "kudos: %s", msg);
         }
     }
-    if (kd_tracker_init(k) != 0 || kd_hooks_register(k) != 0 || kd_routes_register(k) != 0) {
+    if (kd_tracker_init(k) != 0 || kd_hooks_register(k) != 0 || kd_routes_register(k) != 0 ||
+        kd_grant_hook_register(k) != 0) {
         kd_free(k);
         return api->error(err, 500, "InitError", "kudos: a registration failed");
     }
@@ -126,6 +140,7 @@ static hn_rc kd_start(void *state, hn_error *err) {
         k->started = false;
         return k->api->error(err, 500, "StartError", "kudos: cannot start the ledger writer");
     }
+    kd_roles_resync(k); /* promotions whose role change a crash lost */
     return HN_OK;
 }
 

@@ -7,8 +7,10 @@
  *   - ledger.c / ops.c: every movement of kudos as a ledger row, one storage
  *     transaction per operation;
  *   - hooks.c: the broker's hooks (validate, price, priority, enqueued,
- *     popped, submitted, faulted, checked_in) and user_details;
- *   - routes.c: /kudos/transfer, /kudos/award, PUT /users/{id} (kudos);
+ *     popped, submitted, faulted, checked_in, generation_ended,
+ *     generation_replay), user_details and worker_details;
+ *   - roles.c: a promotion to trusted reaches auth's roles (user_set_roles);
+ *   - routes.c: /kudos/transfer, /kudos/award, hook user_update (`kudos`);
  *   - writer.c: the thread that applies queued ledger events;
  *   - tracker.c: what the rules need from outside the ledger (queue size and
  *     worker threads from /status/performance, each worker's uptime and
@@ -40,6 +42,7 @@ typedef struct kd_conf {
     const char *price_model;        /* JSON weights of the neural price model; NULL: legacy */
     const char *model_reference;    /* stable_diffusion.json; NULL: baselines by name tags */
     bool upfront;                   /* apply the upfront-kudos rule (§3.3) */
+    bool upfront_on_workerlist;     /* §3.3 f: requests naming workers pay up front */
     double trust_threshold;         /* escrow above this promotes (0: never) */
     long long trust_min_age_s;      /* account age needed for promotion */
     long long uptime_interval_s;    /* uptime between rewards (horde: 600) */
@@ -48,8 +51,10 @@ typedef struct kd_conf {
     long long request_ttl_s;        /* a reservation lives this long after its last activity */
     long long unbound_reservation_s;/* a reservation whose request never came */
     long long award_user_id;        /* who may POST /kudos/award (horde: user 1) */
-    bool users_put_route;           /* serve PUT /api/v2/users/{id} (its kudos field) */
     double floor_anonymous, floor_pseudonymous, floor_registered;
+    long long writer_delay_ms;      /* test aid: the writer waits this long before each batch */
+    long long monthly_check_s;      /* how often monthly kudos are looked for (horde: hourly) */
+    double moderator_monthly_kudos; /* moderators' monthly extra (horde: 300000) */
 } kd_conf;
 
 /* What the plugin knows of a worker between check-ins. */
@@ -68,14 +73,15 @@ typedef enum kd_event_kind {
     KD_EV_SETTLE,   /* a job was submitted */
     KD_EV_UPTIME,   /* an uptime reward */
     KD_EV_SEEN,     /* a worker's owner/bridge changed */
-    KD_EV_TOUCH     /* a request with a reservation was popped */
+    KD_EV_TOUCH,    /* a request with a reservation was popped */
+    KD_EV_END       /* a request ended: release its reservation */
 } kd_event_kind;
 
 typedef struct kd_event {
     struct kd_event *next;
     kd_event_kind kind;
     int64_t now;
-    char id[64];        /* request (ACTIVATE, TOUCH), job (SETTLE), worker (UPTIME, SEEN) */
+    char id[64];        /* request (ACTIVATE, TOUCH, END), job (SETTLE), worker (UPTIME, SEEN) */
     char request[64];   /* SETTLE */
     char worker[64];    /* SETTLE */
     char token[40];     /* ACTIVATE: the reservation, "" for none */
@@ -88,6 +94,8 @@ typedef struct kd_event {
     int n;              /* ACTIVATE */
     bool censored;      /* SETTLE */
     kd_owner owner;     /* SETTLE, UPTIME: looked up by the writer before its transaction */
+    int64_t style_owner;/* ACTIVATE: the creator of the style it uses, 0 for none */
+    bool promoted;      /* SETTLE, UPTIME: set by the writer when the owner became trusted */
 } kd_event;
 
 typedef struct kudos {
@@ -105,7 +113,7 @@ typedef struct kudos {
     kd_map reserved;         /* request id -> (void *)1 for requests holding a reservation */
     long long queued_requests; /* from /status/performance */
     long long thread_count;
-    bool stats_busy, prune_busy;
+    bool stats_busy, prune_busy, monthly_busy;
 
     /* the writer thread (writer.c): one transaction per batch of events */
     pthread_t writer;
@@ -118,6 +126,8 @@ typedef struct kudos {
 
 /* ---- hooks.c -------------------------------------------------------------------------- */
 int kd_hooks_register(kudos *k);
+/* grant_hook.c: kudos_grant (awards from other plugins, e.g. ratings) */
+int kd_grant_hook_register(kudos *k);
 
 /* ---- routes.c ------------------------------------------------------------------------- */
 int kd_routes_register(kudos *k);
@@ -131,6 +141,13 @@ void kd_tracker_load(kudos *k, long long *queue, long long *threads);
 void kd_tracker_checkin(kudos *k, const json_t *info);
 /* The worker's bridge agent as last seen (out: "" when unknown). */
 void kd_tracker_bridge(kudos *k, const char *worker_id, char *out, size_t len);
+
+/* ---- roles.c: promotion reaches auth's roles (hook user_set_roles) -------------------- */
+/* Gives user_id the trusted role; on success records it in the ledger.
+ * Blocks on storage: the writer thread or start only. */
+void kd_roles_promote(kudos *k, int64_t user_id);
+/* Retries promotions whose role change was lost (a crash, auth not loaded). */
+void kd_roles_resync(kudos *k);
 
 /* ---- writer.c --------------------------------------------------------------------------- */
 int kd_writer_start(kudos *k);  /* from start */

@@ -38,6 +38,7 @@ typedef struct kd_ledger {
     void *state;
     kd_floors floors;
     bool have_users; /* auth's users table exists (probed at open) */
+    bool have_monthly; /* it has the monthly_kudos column (auth's PUT /users fields) */
 } kd_ledger;
 
 /* Migrates the schema (owner "kudos") and probes for auth's users table. */
@@ -50,6 +51,7 @@ typedef struct kd_account {
     int64_t escrow;   /* evaluating_kudos, centi-kudos */
     int64_t floor;    /* the balance floor, centi-kudos */
     bool promoted;    /* made trusted by the kudos plugin (escrow released) */
+    bool role_synced; /* ... and auth's trusted role was set (from then on the role decides) */
     bool exists;      /* false: never touched yet (values are what it would open with) */
 } kd_account;
 
@@ -80,7 +82,8 @@ hn_rc kd_tx_commit(kd_tx *tx);
 void kd_tx_abort(kd_tx *tx);
 
 /* Records that `event` is being applied: HN_OK the first time, HN_DONE when it
- * was applied before (the caller then aborts: nothing to do twice). */
+ * was applied before: its key is in kudos_events, or (the key pruned) rows
+ * were written under it. The caller then does nothing twice. */
 hn_rc kd_tx_event(kd_tx *tx, const char *event);
 
 /* Locks the user's account for the rest of the transaction, creating it (with

@@ -1,8 +1,11 @@
 /* kudos: operations on the ledger; see ops.h. */
 #include "ops.h"
 
+#include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 static hn_rc refuse(hn_error *err, const char *rc, const char *message) {
     err->status = 400;
@@ -40,12 +43,19 @@ static hn_rc lock_two(kd_tx *tx, int64_t a_id, kd_account *a, int64_t b_id, kd_a
     return kd_tx_lock(tx, b_id, b) == HN_OK && kd_tx_lock(tx, a_id, a) == HN_OK ? HN_OK : HN_ERROR;
 }
 
+/* Promoted here, the role not yet set in auth: trusted meanwhile. Once the
+ * role is set, the role alone decides (a moderator may take it away; the
+ * escrow then starts again and may promote again, as on the horde). */
+bool kd_trusted_pending(const kd_account *a) {
+    return a->promoted && !a->role_synced;
+}
+
 /* §3.5: escrow above the threshold, an old enough account, not anonymous:
  * the escrow becomes spendable and the user trusted. */
 static hn_rc maybe_promote(kd_tx *tx, kd_account *a, const kd_owner *o, const kd_trust *t,
                            const char *event, bool *promoted) {
     *promoted = false;
-    if (t->threshold <= 0 || o->id == 0 || o->trusted || a->promoted)
+    if (t->threshold <= 0 || o->id == 0 || o->trusted || o->suspicious || kd_trusted_pending(a))
         return HN_OK;
     if (a->escrow <= kd_cents(t->threshold) || tx->now - o->created < t->min_age_s)
         return HN_OK;
@@ -54,10 +64,12 @@ static hn_rc maybe_promote(kd_tx *tx, kd_account *a, const kd_owner *o, const kd
     kd_posting in = {KD_BALANCE, e, "escrow_release", "accumulated", NULL, -1, event};
     hn_value args[] = {HN_V_INT(a->user_id)};
     if (kd_tx_post(tx, a, &out) != HN_OK || kd_tx_post(tx, a, &in) != HN_OK ||
-        kd_tx_exec(tx, "UPDATE kudos_accounts SET promoted = 1 WHERE user_id = ?", args, 1,
-                   NULL) != HN_OK)
+        kd_tx_exec(tx,
+                   "UPDATE kudos_accounts SET promoted = 1, role_synced = 0 WHERE user_id = ?",
+                   args, 1, NULL) != HN_OK)
         return HN_ERROR;
     a->promoted = true;
+    a->role_synced = false;
     *promoted = true;
     return HN_OK;
 }
@@ -70,7 +82,9 @@ hn_rc kd_apply_activate(kd_tx *tx, const kd_request_info *r) {
     hn_rc ev = kd_tx_event(tx, event);
     if (ev != HN_OK)
         return ev == HN_DONE ? HN_OK : HN_ERROR; /* done before: nothing to do */
-    kd_account a;
+    kd_account a, owner;
+    /* another user's style: they get 2, the requester pays 2 more */
+    bool styled = r->style_owner > 0 && r->style_owner != r->user_id;
     hn_value row[] = {HN_V_TEXT(r->id),
                       HN_V_INT(r->user_id),
                       HN_V_DOUBLE(r->price),
@@ -82,7 +96,8 @@ hn_rc kd_apply_activate(kd_tx *tx, const kd_request_info *r) {
                       HN_V_INT(r->reservation != NULL),
                       HN_V_INT(tx->now),
                       HN_V_INT(tx->now)};
-    if (kd_tx_lock(tx, r->user_id, &a) != HN_OK ||
+    if ((styled ? lock_two(tx, r->user_id, &a, r->style_owner, &owner)
+                : kd_tx_lock(tx, r->user_id, &a)) != HN_OK ||
         kd_tx_exec(tx,
                    "INSERT INTO kudos_requests (id, user_id, price, has_source, pp_mult, slow,"
                    " blacklist, n, reserved, created, touched)"
@@ -99,11 +114,21 @@ hn_rc kd_apply_activate(kd_tx *tx, const kd_request_info *r) {
             return HN_ERROR;
     }
     /* the activation tax: no burn multipliers, counted in consumption */
-    kd_posting tax = {KD_BALANCE, -kd_cents(r->activation_tax), "activation", "accumulated",
-                      r->id, -1, event};
+    kd_posting tax = {KD_BALANCE, -kd_cents(r->activation_tax + (styled ? 2 : 0)), "activation",
+                      "accumulated", r->id, -1, event};
     if (kd_tx_post(tx, &a, &tax) != HN_OK || kd_tx_clamp(tx, &a, event) != HN_OK)
         return HN_ERROR;
+    kd_posting style = {KD_BALANCE, kd_cents(2), "style", "styled", r->id, r->user_id, event};
+    if (styled && kd_tx_post(tx, &owner, &style) != HN_OK)
+        return HN_ERROR;
     return HN_OK;
+}
+
+hn_rc kd_apply_release(kd_tx *tx, const char *request_id) {
+    hn_value a[] = {HN_V_TEXT(request_id)};
+    if (kd_tx_exec(tx, "DELETE FROM kudos_reservations WHERE request_id = ?", a, 1, NULL) != HN_OK)
+        return HN_ERROR;
+    return kd_tx_exec(tx, "UPDATE kudos_requests SET reserved = 0 WHERE id = ?", a, 1, NULL);
 }
 
 hn_rc kd_apply_touch(kd_tx *tx, const char *request_id) {
@@ -191,7 +216,7 @@ static hn_rc credit_owner(kd_tx *tx, kd_account *a, const kd_owner *o, double sp
 }
 
 static bool escrows(const kd_owner *o, const kd_account *a) {
-    return o->id != 0 && !o->trusted && !a->promoted;
+    return o->id != 0 && !o->trusted && !kd_trusted_pending(a);
 }
 
 hn_rc kd_apply_settle_job(kd_tx *tx, const kd_job_settle *s, const kd_trust *t,
@@ -318,6 +343,10 @@ hn_rc kd_op_activate(kd_ledger *l, const kd_request_info *r, int64_t now, hn_err
     KD_ONE_TX(l, now, err, kd_apply_activate(tx, r));
 }
 
+hn_rc kd_op_release_request(kd_ledger *l, const char *request_id, int64_t now, hn_error *err) {
+    KD_ONE_TX(l, now, err, kd_apply_release(tx, request_id));
+}
+
 hn_rc kd_op_touch_request(kd_ledger *l, const char *request_id, int64_t now, hn_error *err) {
     KD_ONE_TX(l, now, err, kd_apply_touch(tx, request_id));
 }
@@ -376,16 +405,24 @@ hn_rc kd_op_transfer(kd_ledger *l, const kd_transfer *t, int64_t now, bool *repl
         rc = refuse(err, "TooFastKudosTransfers",
                     "This user transferred kudos to you very recently. Please wait at least 1 "
                     "minute.");
+    else if (t->source.suspicious)
+        rc = refuse(err, "FaultWhenKudosSending",
+                    "Something went wrong when sending kudos. Please contact the mods.");
     else if (t->source.roles & HN_ROLE_FLAGGED)
         rc = refuse(err, "SourceAccountFlagged",
                     "The target account has been flagged for suspicious activity and tranferring "
                     "kudos to them is blocked.");
     else if (t->source.roles & HN_ROLE_EDUCATION)
         rc = refuse(err, "EducationCannotSendKudos", "Education accounts cannot transfer kudos away");
+    else if (t->target.suspicious)
+        rc = refuse(err, "FaultWhenKudosReceiving",
+                    "Something went wrong when receiving kudos. Please contact the mods.");
     else if (t->target.roles & HN_ROLE_FLAGGED)
         rc = refuse(err, "TargetAccountFlagged",
                     "Your account has been flagged for suspicious activity. Please contact the "
                     "mods.");
+    else if (t->source.deleted || t->target.deleted)
+        rc = refuse(err, "DeletedUser", "This user has been deleted.");
     else if (t->amount < 0)
         rc = refuse(err, "NegativeKudosTransfer", "Nice try...");
     else if (t->amount == 0)
@@ -461,6 +498,177 @@ hn_rc kd_op_grant(kd_ledger *l, int64_t user_id, double amount, const char *reas
         return HN_ERROR;
     }
     return kd_tx_commit(&tx);
+}
+
+/* ---- promotion and auth's roles ------------------------------------------------------------------ */
+
+hn_rc kd_op_unsynced_promotions(kd_ledger *l, int64_t *ids, size_t max, size_t *n,
+                                hn_error *err) {
+    *n = 0;
+    hn_db *db = l->vt->acquire(l->state, err);
+    if (!db)
+        return HN_ERROR;
+    hn_stmt *st = l->vt->query(db,
+                               "SELECT user_id FROM kudos_accounts WHERE promoted = 1 AND"
+                               " role_synced = 0 ORDER BY user_id",
+                               NULL, 0, err);
+    int r = st ? 0 : -1;
+    while (st && *n < max && (r = l->vt->step(st, err)) == 1)
+        ids[(*n)++] = l->vt->col_int(st, 0);
+    if (st)
+        l->vt->finish(st);
+    l->vt->release(l->state, db);
+    return r < 0 ? HN_ERROR : HN_OK;
+}
+
+hn_rc kd_op_mark_role_synced(kd_ledger *l, int64_t user_id, hn_error *err) {
+    hn_db *db = l->vt->acquire(l->state, err);
+    if (!db)
+        return HN_ERROR;
+    hn_value a[] = {HN_V_INT(user_id)};
+    hn_rc rc = l->vt->exec(db, "UPDATE kudos_accounts SET role_synced = 1 WHERE user_id = ?", a,
+                           1, NULL, err);
+    l->vt->release(l->state, db);
+    return rc;
+}
+
+/* ---- monthly kudos ------------------------------------------------------------------------------- */
+
+int64_t kd_month_after(int64_t t) {
+    time_t tt = (time_t)t;
+    struct tm tm;
+    gmtime_r(&tt, &tm);
+    static const int days[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    int year = tm.tm_year + 1900 + (tm.tm_mon == 11);
+    int mon = (tm.tm_mon + 1) % 12;
+    bool leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+    int last_day = days[mon] + (mon == 1 && leap);
+    tm.tm_year = year - 1900;
+    tm.tm_mon = mon;
+    if (tm.tm_mday > last_day)
+        tm.tm_mday = last_day;
+    return (int64_t)timegm(&tm);
+}
+
+typedef struct monthly_due {
+    int64_t id;
+    int64_t cents;
+} monthly_due;
+
+/* Users with something to receive each month. */
+static hn_rc monthly_users(kd_ledger *l, double moderator_amount, monthly_due **out, size_t *n,
+                           hn_error *err) {
+    *out = NULL;
+    *n = 0;
+    hn_db *db = l->vt->acquire(l->state, err);
+    if (!db)
+        return HN_ERROR;
+    hn_value args[] = {HN_V_INT(moderator_amount > 0), HN_V_INT(HN_ROLE_MODERATOR)};
+    hn_stmt *st = l->vt->query(db,
+                               "SELECT id, monthly_kudos, roles FROM users WHERE id > 0 AND"
+                               " (monthly_kudos > 0 OR (? = 1 AND (roles & ?) <> 0)) ORDER BY id",
+                               args, 2, err);
+    size_t cap = 0;
+    int r = st ? 0 : -1;
+    while (st && (r = l->vt->step(st, err)) == 1) {
+        if (*n == cap) {
+            cap = cap ? cap * 2 : 16;
+            monthly_due *grown = realloc(*out, cap * sizeof(**out));
+            if (!grown) {
+                r = -1;
+                break;
+            }
+            *out = grown;
+        }
+        int64_t cents = l->vt->col_int(st, 1) * 100;
+        if ((uint32_t)l->vt->col_int(st, 2) & HN_ROLE_MODERATOR)
+            cents += kd_cents(moderator_amount);
+        (*out)[(*n)++] = (monthly_due){l->vt->col_int(st, 0), cents};
+    }
+    if (st)
+        l->vt->finish(st);
+    l->vt->release(l->state, db);
+    if (r < 0) {
+        free(*out);
+        *out = NULL;
+        *n = 0;
+        return HN_ERROR;
+    }
+    return HN_OK;
+}
+
+/* Pays one user if due: one transaction. */
+static hn_rc pay_monthly(kd_ledger *l, const monthly_due *u, int64_t now, bool *paid,
+                         hn_error *err) {
+    *paid = false;
+    kd_tx tx;
+    if (kd_tx_begin(l, &tx, now, err) != HN_OK)
+        return HN_ERROR;
+    kd_account a;
+    int64_t last = 0;
+    bool found;
+    hn_value id[] = {HN_V_INT(u->id)};
+    if (kd_tx_lock(&tx, u->id, &a) != HN_OK ||
+        query_int(&tx, "SELECT monthly_last FROM kudos_accounts WHERE user_id = ?", id, 1, &last,
+                  &found) != HN_OK)
+        goto fail;
+    if (last != 0 && now < kd_month_after(last)) {
+        kd_tx_abort(&tx);
+        return HN_OK;
+    }
+    char event[96];
+    snprintf(event, sizeof(event), "recurring:%" PRId64 ":%" PRId64, u->id, last);
+    hn_rc ev = kd_tx_event(&tx, event);
+    if (ev == HN_ERROR)
+        goto fail;
+    if (ev == HN_OK) {
+        kd_posting p = {KD_BALANCE, u->cents, "recurring", "recurring", NULL, -1, event};
+        hn_value upd[] = {HN_V_INT(now), HN_V_INT(u->id)};
+        if (kd_tx_post(&tx, &a, &p) != HN_OK ||
+            kd_tx_exec(&tx, "UPDATE kudos_accounts SET monthly_last = ? WHERE user_id = ?", upd,
+                       2, NULL) != HN_OK)
+            goto fail;
+        *paid = true;
+    }
+    return kd_tx_commit(&tx);
+fail:
+    kd_tx_abort(&tx);
+    return HN_ERROR;
+}
+
+hn_rc kd_op_monthly(kd_ledger *l, int64_t now, double moderator_amount, int *paid, hn_error *err) {
+    *paid = 0;
+    if (!l->have_monthly)
+        return HN_OK;
+    monthly_due *users;
+    size_t n;
+    if (monthly_users(l, moderator_amount, &users, &n, err) != HN_OK)
+        return HN_ERROR;
+    hn_rc rc = HN_OK;
+    for (size_t i = 0; i < n && rc == HN_OK; i++) {
+        bool one = false;
+        rc = pay_monthly(l, &users[i], now, &one, err);
+        *paid += one;
+    }
+    free(users);
+    return rc;
+}
+
+hn_rc kd_op_monthly_last(kd_ledger *l, int64_t user_id, int64_t *last, hn_error *err) {
+    *last = 0;
+    hn_db *db = l->vt->acquire(l->state, err);
+    if (!db)
+        return HN_ERROR;
+    hn_value a[] = {HN_V_INT(user_id)};
+    hn_stmt *st = l->vt->query(db, "SELECT monthly_last FROM kudos_accounts WHERE user_id = ?", a,
+                               1, err);
+    int r = st ? l->vt->step(st, err) : -1;
+    if (r == 1)
+        *last = l->vt->col_int(st, 0);
+    if (st)
+        l->vt->finish(st);
+    l->vt->release(l->state, db);
+    return r < 0 ? HN_ERROR : HN_OK;
 }
 
 /* ---- reservations and pruning --------------------------------------------------------------------- */

@@ -26,6 +26,7 @@ typedef struct kd_owner {
     int64_t id;
     bool trusted;    /* trusted, moderator or admin role */
     int64_t created; /* account creation, unix seconds */
+    bool suspicious; /* §5: never promoted to trusted while suspicious */
 } kd_owner;
 
 /* ---- requests ------------------------------------------------------------------------- */
@@ -38,11 +39,17 @@ typedef struct kd_request_info {
     int n;
     double activation_tax;     /* 1 (+5 per extra source image) */
     const char *reservation;   /* token from kd_op_reserve, or NULL */
+    int64_t style_owner;       /* creator of the style it uses (0: none): +2 tax, 2 to them */
 } kd_request_info;
 
 /* Records the request's burn inputs, binds its reservation, and charges the
- * activation tax (event "activate:<id>"). */
+ * activation tax (event "activate:<id>"). Using another user's style adds 2
+ * to the tax and pays that user 2, counted as `styled` (§3.2). */
 hn_rc kd_op_activate(kd_ledger *l, const kd_request_info *r, int64_t now, hn_error *err);
+
+/* A request ended (done, cancelled, expired, faulted): its reservation is
+ * released at once. Jobs still in flight settle as usual. */
+hn_rc kd_op_release_request(kd_ledger *l, const char *request_id, int64_t now, hn_error *err);
 
 /* Keeps a request's reservation alive (a pop happened). */
 hn_rc kd_op_touch_request(kd_ledger *l, const char *request_id, int64_t now, hn_error *err);
@@ -93,6 +100,7 @@ hn_rc kd_op_worker_kudos(kd_ledger *l, const char *worker_id, double *generated,
  * was applied before (then it wrote nothing), HN_ERROR with tx->err filled. */
 hn_rc kd_apply_activate(kd_tx *tx, const kd_request_info *r);
 hn_rc kd_apply_touch(kd_tx *tx, const char *request_id);
+hn_rc kd_apply_release(kd_tx *tx, const char *request_id);
 hn_rc kd_apply_settle_job(kd_tx *tx, const kd_job_settle *s, const kd_trust *t, kd_settled *out);
 hn_rc kd_apply_worker_seen(kd_tx *tx, const char *worker_id, int64_t user_id,
                           const char *bridge_agent);
@@ -103,7 +111,9 @@ hn_rc kd_apply_uptime(kd_tx *tx, const char *worker_id, const kd_owner *owner, d
 
 typedef struct kd_party {
     int64_t id;
-    uint32_t roles; /* HN_ROLE_* */
+    uint32_t roles;  /* HN_ROLE_* */
+    bool suspicious; /* hn_user_suspicious(): §5 count at the limit, not trusted */
+    bool deleted;    /* marked deleted by a moderator (ABI 1.3 hn_user.deleted) */
 } kd_party;
 
 typedef struct kd_transfer {
@@ -123,6 +133,34 @@ hn_rc kd_op_transfer(kd_ledger *l, const kd_transfer *t, int64_t now, bool *repl
  * towards kudos_details[detail]. *after gets the account afterwards. */
 hn_rc kd_op_grant(kd_ledger *l, int64_t user_id, double amount, const char *reason,
                   const char *detail, int64_t now, kd_account *after, hn_error *err);
+
+/* ---- promotion and auth's roles ---------------------------------------------------------- */
+
+/* Promoted by the ledger and the role change not yet through: counts as
+ * trusted until it is (then the role alone decides). */
+bool kd_trusted_pending(const kd_account *a);
+
+/* Up to `max` users promoted here whose role has not reached auth yet. */
+hn_rc kd_op_unsynced_promotions(kd_ledger *l, int64_t *ids, size_t max, size_t *n,
+                                hn_error *err);
+/* Records that user_id's promotion reached auth's roles. */
+hn_rc kd_op_mark_role_synced(kd_ledger *l, int64_t user_id, hn_error *err);
+
+/* ---- monthly kudos (§3.7) ------------------------------------------------------------------ */
+
+/* One calendar month after `t` (unix seconds, UTC), the day clamped to that
+ * month's last day (Jan 31 -> Feb 28/29), as the horde's relativedelta. */
+int64_t kd_month_after(int64_t t);
+
+/* Pays every user whose monthly kudos are due (never received, or a calendar
+ * month has passed since): auth's users.monthly_kudos, plus moderator_amount
+ * for moderators, counted as `recurring` (event "recurring:<id>:<last>", so a
+ * retried payment moves nothing twice). *paid gets the number of users paid.
+ * Does nothing without the monthly_kudos column. */
+hn_rc kd_op_monthly(kd_ledger *l, int64_t now, double moderator_amount, int *paid, hn_error *err);
+
+/* When user_id last received monthly kudos (0: never). */
+hn_rc kd_op_monthly_last(kd_ledger *l, int64_t user_id, int64_t *last, hn_error *err);
 
 /* ---- upfront reservations (§3.3) --------------------------------------------------------- */
 

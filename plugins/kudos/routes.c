@@ -1,5 +1,5 @@
 /* kudos: POST /api/v2/kudos/transfer (§3.6), POST /api/v2/kudos/award, and
- * the admin `kudos` field of PUT /api/v2/users/{id}.
+ * the admin `kudos` field of PUT /api/v2/users/{id} (hook user_update; auth serves the route).
  *
  * Each answer needs one short transaction, run on the request's loop thread
  * as auth does for its lookups (transfers and awards are rare next to the
@@ -58,6 +58,15 @@ static bool parse_int(const json_t *body, const char *key, long long def, long l
     return true;
 }
 
+/* What a transfer needs to know of a user (fields past ABI 1.2 only where
+ * the filler of `u` knew them). */
+static kd_party party_of(const hn_user *u) {
+    return (kd_party){.id = u->id,
+                      .roles = u->roles,
+                      .suspicious = hn_user_suspicious(u),
+                      .deleted = HN_USER_HAS(u, deleted) && u->deleted};
+}
+
 /* Authenticates the apikey header; answers and returns false when it cannot. */
 static bool authenticate(kudos *k, hn_request *req, const char *what, hn_user *user) {
     const char *apikey = k->api->req_header(req, "apikey");
@@ -92,6 +101,20 @@ static bool find_by_username(kudos *k, const char *username, hn_user *out) {
     return kd_lookup_user(k, strtoll(digits, NULL, 10), out);
 }
 
+/* Not a user: maybe a shared key (§3.6), whose owner receives (hook
+ * sharedkey_owner, the broker's). 1 found, 0 no such key, -1 with err (an
+ * expired key: 400 with the hook's rc, as every transfer refusal). */
+static int find_by_shared_key(kudos *k, const char *key, hn_user *out, hn_error *err) {
+    int64_t owner = 0;
+    char name[256];
+    hn_rc rc = hn_run_sharedkey_owner(k->api, key, true, &owner, name, sizeof(name), err);
+    if (rc == HN_ERROR) {
+        err->status = 400;
+        return -1;
+    }
+    return rc == HN_OK && kd_lookup_user(k, owner, out) ? 1 : 0;
+}
+
 static bool ready(kudos *k, hn_request *req) {
     if (k->started)
         return true;
@@ -113,6 +136,7 @@ static void route_transfer(hn_request *req, void *state) {
         return;
     }
     hn_user source, target;
+    bool to_shared_key = false; /* the target was named by a shared key */
     if (!authenticate(k, req, "The sending user's API key.", &source))
         return;
     const char *username = json_string_value(json_object_get(body, "username"));
@@ -133,8 +157,16 @@ static void route_transfer(hn_request *req, void *state) {
         return;
     }
     if (!find_by_username(k, username, &target)) {
-        fail(k, req, 400, "InvalidTargetUsername", "Invalid target username.");
-        return;
+        to_shared_key = true;
+        int found = find_by_shared_key(k, username, &target, &err);
+        if (found < 0) {
+            api->respond_error(req, &err);
+            return;
+        }
+        if (found == 0) {
+            fail(k, req, 400, "InvalidTargetUsername", "Invalid target username.");
+            return;
+        }
     }
     if (target.id == 0) {
         fail(k, req, 400, "KudosTransferToAnon",
@@ -150,11 +182,19 @@ static void route_transfer(hn_request *req, void *state) {
         fail(k, req, 400, "BadRequest", "Idempotency-Key must be 1 to 255 characters.");
         return;
     }
-    kd_transfer t = {{source.id, source.roles}, {target.id, target.roles}, amount, key};
+    kd_transfer t = {party_of(&source), party_of(&target), amount, key};
     bool replayed;
     if (kd_op_transfer(&k->ledger, &t, (int64_t)time(NULL), &replayed, &err) != HN_OK) {
         api->respond_error(req, &err);
         return;
+    }
+    /* §3.6: a shared key named as the target also gets the kudos in its own
+     * budget (not on an idempotent replay: the first answer did that) */
+    if (to_shared_key && !replayed) {
+        hn_error kerr = {0};
+        if (hn_run_sharedkey_credit(api, username, (double)amount, &kerr) == HN_ERROR)
+            api->log(k->self, HN_LOG_WARN, "transfer to shared key: budget not raised: %s",
+                     kerr.message);
     }
     api->respond_json(req, 200, json_pack("{s:I}", "transferred", (json_int_t)amount));
 }
@@ -215,65 +255,37 @@ static void route_award(hn_request *req, void *state) {
     api->respond_json(req, 200, json_pack("{s:I}", "awarded", (json_int_t)amount));
 }
 
-/* ---- PUT /api/v2/users/{id}: the admin `kudos` field ---------------------------------------------- */
+/* ---- PUT /api/v2/users/{id}: the admin `kudos` field (hook user_update) ----------------------- */
 
-static void route_user_put(hn_request *req, void *state) {
+/* auth serves the route and checks the body's shape (kudos: an integer);
+ * this handler applies the field the kudos plugin owns. */
+static hn_rc user_update(void *state, const hn_user *actor, int64_t user_id, const json_t *changes,
+                         json_t *result, hn_error *err) {
     kudos *k = state;
-    const hn_api *api = k->api;
-    hn_error err = {0};
-    if (!ready(k, req))
-        return;
-    const char *param = api->req_param(req, "id");
-    bool digits = param && *param && strlen(param) <= 18;
-    for (const char *p = param; digits && *p; p++)
-        digits = *p >= '0' && *p <= '9';
-    if (!digits) {
-        fail(k, req, 404, "UserNotFound",
-             "Please use only the numerical part of the userID. E.g. the '1' in 'db0#1'");
-        return;
-    }
-    hn_user target, who;
-    if (!kd_lookup_user(k, strtoll(param, NULL, 10), &target)) {
-        char msg[96];
-        snprintf(msg, sizeof(msg), "User with ID '%s' not found.", param);
-        fail(k, req, 404, "UserNotFound", msg);
-        return;
-    }
-    json_t *body = api->req_json(req, &err);
-    if (!body) {
-        api->respond_error(req, &err);
-        return;
-    }
-    if (!authenticate(k, req, "The Admin or Owner API key.", &who))
-        return;
-    if (!json_object_get(body, "kudos") || json_is_null(json_object_get(body, "kudos"))) {
-        fail(k, req, 400, "NoUserModSelected", "No usermod operations selected!");
-        return;
-    }
+    const json_t *v = json_object_get(changes, "kudos");
+    if (!v || json_is_null(v))
+        return HN_OK;
+    if (!(actor->roles & HN_ROLE_ADMIN))
+        return k->api->error(err, 403, "NotAdmin", "You're not an admin. Sneaky.");
     long long delta;
-    if (!parse_int(body, "kudos", 0, &delta)) {
-        schema_error(k, req, "kudos",
-                     "The amount of kudos to modify (can be negative) invalid literal for int()");
-        return;
-    }
-    if (!(who.roles & HN_ROLE_ADMIN)) {
-        fail(k, req, 403, "NotAdmin", "You're not an admin. Sneaky.");
-        return;
-    }
+    if (!parse_int(changes, "kudos", 0, &delta))
+        return k->api->error(err, 400, "BadRequest",
+                             "The amount of kudos to modify (can be negative): invalid integer");
+    if (!k->started)
+        return k->api->error(err, 503, "ServiceUnavailable", "The kudos ledger is not ready.");
     kd_account after;
-    if (kd_op_grant(&k->ledger, target.id, (double)delta, "admin", "admin", (int64_t)time(NULL),
-                    &after, &err) != HN_OK) {
-        api->respond_error(req, &err);
-        return;
-    }
-    api->respond_json(req, 200, json_pack("{s:f}", "new_kudos", (double)after.balance / 100.0));
+    if (kd_op_grant(&k->ledger, user_id, (double)delta, "admin", "admin", (int64_t)time(NULL),
+                    &after, err) != HN_OK)
+        return HN_ERROR;
+    json_object_set_new(result, "new_kudos", json_real((double)after.balance / 100.0));
+    return HN_OK;
 }
 
 int kd_routes_register(kudos *k) {
     int bad = 0;
     bad |= k->api->route_add(k->self, HN_POST, "/api/v2/kudos/transfer", route_transfer, k);
     bad |= k->api->route_add(k->self, HN_POST, "/api/v2/kudos/award", route_award, k);
-    if (k->conf->users_put_route)
-        bad |= k->api->route_add(k->self, HN_PUT, "/api/v2/users/{id}", route_user_put, k);
+    /* after auth's fields (auth registers first): see hooks.def user_update */
+    bad |= hn_hook_add_user_update(k->api, k->self, user_update, k, NULL);
     return bad ? -1 : 0;
 }

@@ -9,7 +9,9 @@
  *   ledger (through the writer) when due. The owner and bridge are also
  *   recorded in kudos_workers
  *   so that a submit after a restart still knows the bridge.
- * - A prune timer drops stale reservations, request rows and event keys. */
+ * - A prune timer drops stale reservations, request rows and event keys.
+ * - A monthly timer (every monthly_check_s) pays the monthly kudos that are
+ *   due (§3.7). */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,7 +32,7 @@ bool kd_lookup_user(kudos *k, int64_t id, hn_user *out) {
 
 kd_owner kd_owner_of(const hn_user *u) {
     kd_owner o = {u->id, (u->roles & (HN_ROLE_TRUSTED | HN_ROLE_MODERATOR | HN_ROLE_ADMIN)) != 0,
-                  u->created};
+                  u->created, hn_user_suspicious(u)};
     return o;
 }
 
@@ -209,12 +211,44 @@ static void prune_timer(void *state) {
     }
 }
 
+/* ---- monthly kudos ------------------------------------------------------------------------------ */
+
+static void monthly_work(void *arg) {
+    kudos *k = arg;
+    hn_error err = {0};
+    int paid = 0;
+    if (k->started && kd_op_monthly(&k->ledger, (int64_t)time(NULL),
+                                    k->conf->moderator_monthly_kudos, &paid, &err) != HN_OK)
+        k->api->log(k->self, HN_LOG_WARN, "monthly kudos: %s", err.message);
+    else if (paid > 0)
+        k->api->log(k->self, HN_LOG_INFO, "monthly kudos paid to %d user(s)", paid);
+    pthread_mutex_lock(&k->lock);
+    k->monthly_busy = false;
+    pthread_mutex_unlock(&k->lock);
+}
+
+static void monthly_timer(void *state) {
+    kudos *k = state;
+    pthread_mutex_lock(&k->lock);
+    bool go = k->started && !k->monthly_busy;
+    if (go)
+        k->monthly_busy = true;
+    pthread_mutex_unlock(&k->lock);
+    if (go && k->api->work_submit(monthly_work, NULL, k) != 0) {
+        pthread_mutex_lock(&k->lock);
+        k->monthly_busy = false;
+        pthread_mutex_unlock(&k->lock);
+    }
+}
+
 int kd_tracker_init(kudos *k) {
     if (kd_map_init(&k->workers) != 0 || kd_map_init(&k->reserved) != 0)
         return -1;
     int bad = 0;
     bad |= k->api->timer_add(k->self, (unsigned)k->conf->stats_refresh_ms, stats_timer, k);
     bad |= k->api->timer_add(k->self, PRUNE_INTERVAL_MS, prune_timer, k);
+    bad |= k->api->timer_add(k->self, (unsigned)(k->conf->monthly_check_s * 1000), monthly_timer,
+                             k);
     return bad ? -1 : 0;
 }
 

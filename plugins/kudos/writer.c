@@ -37,15 +37,16 @@ static void prepare(kudos *k, kd_event *ev) {
         return;
     int64_t id = ev->kind == KD_EV_SETTLE ? ev->owner_id : ev->user_id;
     hn_user u;
-    ev->owner = kd_lookup_user(k, id, &u) ? kd_owner_of(&u) : (kd_owner){id, false, 0};
+    ev->owner = kd_lookup_user(k, id, &u) ? kd_owner_of(&u) : (kd_owner){id, false, 0, false};
 }
 
 static hn_rc apply(kudos *k, kd_tx *tx, kd_event *ev) {
     tx->now = ev->now;
+    ev->promoted = false; /* this attempt's outcome only */
     switch (ev->kind) {
     case KD_EV_ACTIVATE: {
-        kd_request_info r = {ev->id,  ev->user_id, ev->amount, ev->burn,
-                             ev->n,   ev->tax,     ev->token[0] ? ev->token : NULL};
+        kd_request_info r = {ev->id, ev->user_id, ev->amount, ev->burn, ev->n, ev->tax,
+                             ev->token[0] ? ev->token : NULL, ev->style_owner};
         return kd_apply_activate(tx, &r);
     }
     case KD_EV_SETTLE: {
@@ -69,6 +70,7 @@ static hn_rc apply(kudos *k, kd_tx *tx, kd_event *ev) {
         if (out.promoted)
             k->api->log(k->self, HN_LOG_INFO, "user %lld passed evaluation: trusted",
                         (long long)ev->owner_id);
+        ev->promoted = out.promoted;
         return HN_OK;
     }
     case KD_EV_UPTIME: {
@@ -81,19 +83,22 @@ static hn_rc apply(kudos *k, kd_tx *tx, kd_event *ev) {
         if (promoted)
             k->api->log(k->self, HN_LOG_INFO, "user %lld passed evaluation: trusted",
                         (long long)ev->user_id);
+        ev->promoted = promoted;
         return HN_OK;
     }
     case KD_EV_SEEN:
         return kd_apply_worker_seen(tx, ev->id, ev->user_id, ev->bridge);
     case KD_EV_TOUCH:
         return kd_apply_touch(tx, ev->id);
+    case KD_EV_END:
+        return kd_apply_release(tx, ev->id);
     }
     return HN_OK;
 }
 
 static const char *kind_name(kd_event_kind kind) {
     static const char *const names[] = {"activation", "settlement", "uptime reward", "worker record",
-                                        "touch"};
+                                        "touch", "release"};
     return (unsigned)kind < sizeof(names) / sizeof(*names) ? names[kind] : "event";
 }
 
@@ -119,6 +124,7 @@ static hn_rc run_once(kudos *k, kd_event *batch, hn_error *err) {
             continue;
         }
         /* this event alone is undone; the batch goes on */
+        ev->promoted = false;
         k->api->log(k->self, HN_LOG_ERROR, "%s %s: %s", kind_name(ev->kind), ev->id,
                     ev_err.message);
         hn_error ignored = {0};
@@ -140,8 +146,13 @@ static void run_batch(kudos *k, kd_event *batch) {
     hn_error err = {0};
     for (int attempt = 1; attempt <= COMMIT_TRIES; attempt++) {
         memset(&err, 0, sizeof(err));
-        if (run_once(k, batch, &err) == HN_OK)
+        if (run_once(k, batch, &err) == HN_OK) {
+            /* committed: promotions now reach auth's roles */
+            for (kd_event *ev = batch; ev; ev = ev->next)
+                if (ev->promoted)
+                    kd_roles_promote(k, ev->kind == KD_EV_SETTLE ? ev->owner_id : ev->user_id);
             return;
+        }
         usleep(50000u * (unsigned)attempt); /* a busy store: give it a moment */
     }
     int n = 0;
@@ -158,6 +169,18 @@ static void free_batch(kd_event *ev) {
     }
 }
 
+/* writer_delay_ms (tests): holds the batch back, unless the node stops.
+ * Called and returns with wq_lock held. */
+static void delay(kudos *k) {
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    long long ns = until.tv_nsec + (k->conf->writer_delay_ms % 1000) * 1000000LL;
+    until.tv_sec += (time_t)(k->conf->writer_delay_ms / 1000 + ns / 1000000000LL);
+    until.tv_nsec = (long)(ns % 1000000000LL);
+    while (!k->wq_stop && pthread_cond_timedwait(&k->wq_cond, &k->wq_lock, &until) == 0)
+        ;
+}
+
 static void *writer_main(void *arg) {
     kudos *k = arg;
     pthread_mutex_lock(&k->wq_lock);
@@ -166,6 +189,8 @@ static void *writer_main(void *arg) {
             pthread_cond_wait(&k->wq_cond, &k->wq_lock);
         if (!k->wq_head)
             break; /* stopping, and everything is written */
+        if (k->conf->writer_delay_ms > 0)
+            delay(k);
         kd_event *batch = k->wq_head, *last = batch;
         int n = 1;
         while (last->next && n < MAX_BATCH) {
@@ -215,7 +240,9 @@ void kd_writer_stop(kudos *k) {
 void kd_writer_post(kudos *k, kd_event *ev) {
     ev->next = NULL;
     pthread_mutex_lock(&k->wq_lock);
-    if (k->writer_running && !k->wq_stop) {
+    /* before start (the broker re-announces its record from its own start,
+     * maybe before ours) events wait in the queue for the writer */
+    if ((k->writer_running || !k->started) && !k->wq_stop) {
         if (k->wq_tail)
             k->wq_tail->next = ev;
         else

@@ -239,6 +239,31 @@ static void test_dump_lists_routes(void **st) {
     free(buf);
 }
 
+/* hn_router_each (api->routes_each, ABI 1.3) walks every route in
+ * registration order; a match names its route's pattern (hook http_request). */
+static void collect(void *arg, unsigned methods, const char *pattern, const char *plugin) {
+    char *out = arg;
+    char line[160];
+    snprintf(line, sizeof line, "%u %s %s;", methods, pattern, plugin);
+    strcat(out, line);
+}
+
+static void test_each_and_match_pattern(void **st) {
+    (void)st;
+    assert_int_equal(add(HN_GET | HN_DELETE, "/api/v2/generate/status/{id}", h_status), 0);
+    assert_int_equal(add(HN_POST, "/api/v2/generate/async", h_check), 0);
+    char out[512] = "";
+    hn_router_each(collect, out);
+    char want[256];
+    snprintf(want, sizeof want, "%u /api/v2/generate/status/{id} test;%u /api/v2/generate/async test;",
+             (unsigned)(HN_GET | HN_DELETE), (unsigned)HN_POST);
+    assert_string_equal(out, want);
+    hn_route_match m;
+    assert_int_equal(hn_router_match(HN_DELETE, "/api/v2/generate/status/abc", &m), 0);
+    assert_string_equal(m.pattern, "/api/v2/generate/status/{id}");
+    hn_route_match_clear(&m);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_params_are_decoded_segments, setup),
@@ -252,6 +277,7 @@ int main(void) {
         cmocka_unit_test_setup(test_bad_registrations, setup),
         cmocka_unit_test_setup(test_frozen_refuses_additions, setup),
         cmocka_unit_test_setup(test_dump_lists_routes, setup),
+        cmocka_unit_test_setup(test_each_and_match_pattern, setup),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     hn_router_reset();

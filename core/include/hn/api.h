@@ -189,6 +189,24 @@ typedef struct hn_api {
      * the schema cannot check: path like "plugins.worker.api_key"; writes
      * "file:line" to buf and returns 0, or -1 when the setting is absent. */
     int (*conf_where)(const char *path, char *buf, size_t len);
+
+    /* ---- added in ABI 1.3 ---- */
+    /* Calls fn(arg, methods, pattern, plugin) for every registered route, in
+     * registration order (HN_GET | HN_POST ... bits; strings owned by the
+     * core). Valid once every init has run (e.g. in a route handler): the
+     * broker's /api/swagger.json lists what the node really serves. */
+    void (*routes_each)(void (*fn)(void *arg, unsigned methods, const char *pattern,
+                                   const char *plugin),
+                        void *arg);
+    /* Whether text holds a profane word (spec §5's profanity checks of
+     * usernames, contacts, worker names/info and team names): a small fixed
+     * word list, whole words, case-insensitive. NULL text is not profane. */
+    bool (*text_profane)(const char *text);
+    /* Replaces what req_client_ip answers for this request (the horde's
+     * service-account proxies: Proxy-Authorization + Proxied-For). Call it
+     * from hook http_request, before handlers read the address; an ip of 64
+     * bytes or more is ignored. */
+    void (*req_set_client_ip)(hn_request *req, const char *ip);
 } hn_api;
 
 /* True when the host's table has member `fn` (for plugins built against a

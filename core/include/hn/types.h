@@ -56,7 +56,42 @@ typedef struct hn_user {
     uint32_t roles;        /* HN_ROLE_* bits */
     int concurrency;       /* max requests in flight, horde default 30 */
     int64_t created;       /* unix seconds */
+    /* ---- added in ABI 1.3: read only where `size` covers them (HN_USER_HAS) ---- */
+    bool deleted;            /* marked deleted: pop and generate answer 403 DeletedUser */
+    bool filtered;           /* moderators' flag: its prompts always get the replacement filter */
+    bool public_workers;     /* its workers' owner and messages are shown publicly */
+    int64_t suspicion;       /* §5 suspicion count (hook user_suspicion raises it) */
+    double usage_multiplier; /* admin-set 0.1..10; scales the user's usage records (1 default) */
 } hn_user;
+
+/* True when the filler of `u` knew field `f` (appended after ABI 1.2). */
+#define HN_USER_HAS(u, f) ((u)->size >= offsetof(hn_user, f) + sizeof((u)->f))
+
+/* The horde's suspicion reasons (horde/suspicions.py, spec §5), for hook
+ * user_suspicion and worker suspicion. Each counts once per account, except
+ * UNREASONABLY_FAST and TOO_MANY_JOBS_ABORTED, which count every time. */
+enum {
+    HN_SUSPICION_WORKER_NAME_LONG = 0,
+    HN_SUSPICION_WORKER_NAME_EXTREME = 1,
+    HN_SUSPICION_WORKER_PROFANITY = 2,
+    HN_SUSPICION_UNSAFE_IP = 3,
+    HN_SUSPICION_EXTREME_MAX_PIXELS = 4,
+    HN_SUSPICION_UNREASONABLY_FAST = 5,
+    HN_SUSPICION_USERNAME_LONG = 6,
+    HN_SUSPICION_USERNAME_PROFANITY = 7,
+    HN_SUSPICION_CORRUPT_PROMPT = 8,
+    HN_SUSPICION_TOO_MANY_JOBS_ABORTED = 9
+};
+/* A user (never a trusted one) or a worker is suspicious from this count on:
+ * a suspicious user cannot send or receive kudos and is not auto-trusted; a
+ * suspicious worker is paused. */
+#define HN_SUSPICIOUS_AT 5
+
+/* Whether the user counts as suspicious (§5). */
+static inline bool hn_user_suspicious(const hn_user *u) {
+    return HN_USER_HAS(u, suspicion) && u->suspicion >= HN_SUSPICIOUS_AT &&
+           !(u->roles & HN_ROLE_TRUSTED);
+}
 
 #ifdef __cplusplus
 }

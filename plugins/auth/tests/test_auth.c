@@ -136,7 +136,7 @@ static void test_anonymous_user_exists_once(void **state) {
     assert_int_equal(anon.user.concurrency, 500);
     assert_true(anon.public_workers);
     assert_int_equal(anon.user.size, sizeof(hn_user));
-    assert_int_equal(sq_storage_vt.schema_version(f->store, "auth", &err), 1);
+    assert_int_equal(sq_storage_vt.schema_version(f->store, "auth", &err), 3); /* migrations 1-3 */
     /* nobody can take its name or change its key */
     auth_new_user nu = {.alias = "anonymous", .concurrency = 30};
     char key[AUTH_KEY_LEN + 1];
@@ -281,6 +281,41 @@ static void test_list_visits_every_user(void **state) {
     assert_int_equal(n, 3); /* Anonymous, frank, grace */
 }
 
+static void test_update_page_and_wipe(void **state) {
+    fixture *f = *state;
+    auth_account acc, other, got;
+    char key[AUTH_KEY_LEN + 1];
+    hn_error err = {0};
+    create(f, "henry", 0, 0, &acc, key);
+    create(f, "irene", 0, 0, &other, key);
+    auth_column_set sets[] = {{"roles", HN_V_INT(HN_ROLE_TRUSTED)},
+                              {"admin_comment", HN_V_TEXT("a note")},
+                              {"usage_multiplier", HN_V_DOUBLE(2.5)},
+                              {"deleted", HN_V_INT(1)}};
+    assert_int_equal(auth_users_update(&f->db, acc.user.id, sets, 4, &err), HN_OK);
+    assert_int_equal(auth_users_get(&f->db, acc.user.id, &got, &err), HN_OK);
+    assert_int_equal(got.user.roles, HN_ROLE_TRUSTED);
+    assert_string_equal(got.admin_comment, "a note");
+    assert_true(got.usage_multiplier == 2.5 && got.deleted);
+    /* a taken name, an unknown user */
+    auth_column_set rename[] = {{"username", HN_V_TEXT("irene")}};
+    assert_int_equal(auth_users_update(&f->db, acc.user.id, rename, 1, &err), HN_ERROR);
+    assert_string_equal(err.rc, "NameAlreadyExists");
+    assert_int_equal(auth_users_update(&f->db, 9999, sets, 1, &err), HN_ERROR);
+    assert_string_equal(err.rc, "UserNotFound");
+    /* pages in id order */
+    int n = 0;
+    assert_int_equal(auth_users_page(&f->db, 1, 1, count_visit, &n, &err), HN_OK);
+    assert_int_equal(n, 1);
+    n = 0;
+    assert_int_equal(auth_users_page(&f->db, 0, 25, count_visit, &n, &err), HN_OK);
+    assert_int_equal(n, 3);
+    /* wiped for good; the anonymous user never */
+    assert_int_equal(auth_users_wipe(&f->db, acc.user.id, &err), HN_OK);
+    assert_int_equal(auth_users_get(&f->db, acc.user.id, &got, &err), HN_DECLINED);
+    assert_int_equal(auth_users_wipe(&f->db, 0, &err), HN_ERROR);
+}
+
 /* ---- details ------------------------------------------------------------------ */
 
 static void test_details_by_privilege(void **state) {
@@ -378,6 +413,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_key_reset_replaces_the_key, setup, teardown),
         cmocka_unit_test_setup_teardown(test_key_is_stored_only_as_a_hash, setup, teardown),
         cmocka_unit_test_setup_teardown(test_list_visits_every_user, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_update_page_and_wipe, setup, teardown),
         cmocka_unit_test(test_details_by_privilege),
         cmocka_unit_test(test_form_fields),
         cmocka_unit_test(test_html_escape),

@@ -236,3 +236,9 @@ def test_node_survives_odd_requests(node):
     assert get(node, "/api/v2/find_user", "\u00e9" * 10).status_code in (401, 404)
     requests.post(node.url + "/register", data=b"\xff" * 5000, timeout=10)
     assert get(node, "/api/v2/users/0").status_code == 200
+
+
+def test_registration_refuses_profane_names(node):
+    r = register(node, "shit-head")
+    assert r.status_code == 400 and "profanity" in r.text
+    assert register(node, "Scunthorpe").status_code == 200  # whole words only

@@ -2,7 +2,8 @@
 # make bench-broker: starts a broker node (storage-sqlite, auth, images-fs,
 # broker) with a temporary config and data dir on a free loopback port, drives
 # it with wrk and the lua scripts next to this file, and writes the numbers to
-# docs/BENCHMARKS.md under "## Broker" (replacing that section).
+# docs/BENCHMARKS.md under "## Broker" (replacing that section); then
+# cluster_pg.py writes "## Broker on PostgreSQL" (one node vs two on one database).
 #
 #   sh plugins/broker/bench/run.sh [BUILD_DIR]
 #   BENCH_DURATION=5 (seconds per run), BENCH_CONNS="16 64", BENCH_OUT=docs/BENCHMARKS.md
@@ -247,3 +248,7 @@ text = text[:m.start()] + section + "\n" + text[m.end():] if m else text.rstrip(
 open(out, "w").write(text.rstrip("\n") + "\n")
 print("bench-broker: wrote %s" % out)
 PYEOF
+
+# ---- PostgreSQL: one node vs two nodes on one database (cluster mode) -----------------------
+echo "bench-broker: PostgreSQL runs (storage-pg + images-db)"
+$PY "$BENCH_DIR/cluster_pg.py" "$BUILD" "$OUT" "$DUR" || echo "bench-broker: the PostgreSQL runs failed" >&2

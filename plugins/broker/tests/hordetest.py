@@ -8,12 +8,13 @@ sys.path). Node and node_config come from the repository's conftest.py.
 import base64
 import os
 import struct
+import sys
 import zlib
 
 import pytest
 import requests
 
-from conftest import SHARED, Node, node_config
+from conftest import ROOT, SHARED, Node, node_config
 
 API = "/api/v2"
 REFERENCE = os.path.join(SHARED, "data", "model-reference", "stable_diffusion.json")
@@ -51,6 +52,27 @@ def b64(data):
     return base64.b64encode(data).decode()
 
 
+def storage_setup(dsn=None):
+    """(storage plugins to load, providers, plugin configs) for the run's
+    storage: `pytest --storage=postgres` (or HN_TEST_STORAGE=postgres) gives
+    storage-pg + images-db on a fresh database of the run's PostgreSQL
+    (tests/pg.py), or on dsn when given; the default is storage-sqlite +
+    images-fs."""
+    if dsn is None and os.environ.get("HN_TEST_STORAGE", "sqlite") != "postgres":
+        return ["storage-sqlite"], {"storage": "sqlite", "images": "fs"}, {}
+    if dsn is None:
+        sys.path.insert(0, os.path.join(ROOT, "tests"))
+        import pg
+        dsn = pg.shared_server().create_database()
+    return ["storage-pg"], {"storage": "postgres", "images": "db"}, {"storage-pg": {"dsn": dsn}}
+
+
+def images_plugin(dsn=None):
+    if dsn is None and os.environ.get("HN_TEST_STORAGE", "sqlite") != "postgres":
+        return "images-fs"
+    return "images-db"
+
+
 class Horde:
     """A running broker node plus users and request helpers."""
 
@@ -68,9 +90,12 @@ class Horde:
         if reference:
             conf["model_reference"] = REFERENCE
         conf.update(broker or {})
-        text = node_config(load=["storage-sqlite", "auth", "images-fs", "broker"] + list(extra_load),
-                           providers={"storage": "sqlite", "images": "fs"},
-                           plugins={"broker": conf, "auth": auth or {}}, node=node)
+        load, providers, plugins = storage_setup()
+        if providers["storage"] == "postgres" and os.environ.get("HN_TEST_STORAGE_CLUSTER"):
+            conf.setdefault("cluster", True)  # `pytest --storage=postgres-cluster`
+        plugins.update({"broker": conf, "auth": auth or {}})
+        text = node_config(load=load + ["auth", images_plugin(), "broker"] + list(extra_load),
+                           providers=providers, plugins=plugins, node=node)
         os.makedirs(workdir, exist_ok=True)
         self.node = Node(workdir, text)
         self.keys = {}

@@ -44,8 +44,15 @@ typedef enum {
 typedef struct sd_cuda_options {
     int device;                  /* CUDA device ordinal */
     sd_cuda_precision precision;
-    size_t workspace_mb;         /* im2col / attention scratch; 0 = 256 */
+    size_t workspace_mb;         /* im2col / attention scratch; 0 = 128 */
     const char *lib_path;        /* libhn-sd-cuda.so to load; NULL = search */
+    size_t vram_budget_mb;       /* device memory the weight cache may hold;
+                                    0 = no limit. Past it, the least recently
+                                    used weights are evicted (and uploaded
+                                    again from host RAM when next used). */
+    bool graphs;                 /* CUDA graphs for passes run through
+                                    sd_backend_cuda_graph_run (the UNet
+                                    step); default off */
 } sd_cuda_options;
 
 typedef struct sd_cuda_info {
@@ -66,6 +73,18 @@ typedef struct sd_cuda_memory {
     size_t device_used;          /* whole device: total - free (all users) */
     size_t device_used_peak;     /* highest device_used this backend sampled */
     size_t device_total;
+    size_t weights_budget;       /* vram budget, 0 = none */
+    size_t weights_peak;         /* most weight bytes cached at once */
+    unsigned long long weight_uploads;   /* tensors uploaded (misses) */
+    unsigned long long weight_evictions; /* tensors evicted for the budget */
+    unsigned long long bytes_uploaded;   /* host -> device weight bytes */
+    size_t host_pinned;          /* host bytes registered by pin_host */
+    /* CUDA graphs (sd_backend_cuda_graph_run), since creation */
+    unsigned long long graph_captures;   /* passes captured + instantiated */
+    unsigned long long graph_launches;   /* passes run as one graph launch */
+    unsigned long long graph_eager;      /* passes run op by op with graphs
+                                            on (capture refused or failed,
+                                            or the emulation) */
 } sd_cuda_memory;
 
 /* Loads the library and asks the CUDA runtime for devices. Returns 0 when a
@@ -88,11 +107,71 @@ int sd_backend_cuda_synchronize(sd_backend *be);
 /* Memory figures; reset_peak restarts the high-water marks. 0 or -1. */
 int sd_backend_cuda_memory(sd_backend *be, sd_cuda_memory *out, bool reset_peak);
 
+/* The precision of the ops queued from now on; *old (may be NULL) gets the
+ * previous one. The VAE's NaN fallback (engine/vae_decode.h) redoes a
+ * decode in a stricter precision with it. 0 or -1. */
+int sd_backend_cuda_set_precision(sd_backend *be, sd_cuda_precision p, sd_cuda_precision *old);
+
+/* Changes the weight cache's VRAM budget (bytes, 0 = none); evicts down to
+ * it now. 0 or -1. */
+int sd_backend_cuda_set_vram_budget(sd_backend *be, size_t bytes);
+
+/* Page-locks host memory holding weights (a model file's tensors) so their
+ * uploads run at full PCIe speed without a bounce copy: cudaHostRegister,
+ * read-only. -1 (with the reason) when the driver refuses; uploads from
+ * that memory still work, only slower. unpin_host undoes it (p as given). */
+int sd_backend_cuda_pin_host(sd_backend *be, const void *p, size_t bytes);
+void sd_backend_cuda_unpin_host(sd_backend *be, const void *p);
+
+/* Frees the device copies of every cached weight whose host data lies in
+ * [lo, hi) (a model file that is being closed or swapped out). Returns the
+ * device bytes freed, or -1. */
+long long sd_backend_cuda_drop_weights(sd_backend *be, const void *lo, const void *hi);
+
+/* Returns the activation pool's unused blocks and the scratch workspace to
+ * the device (after a whole image: what stays is weights and live
+ * tensors). 0 or -1. */
+int sd_backend_cuda_trim(sd_backend *be);
+
+/* ---- CUDA graphs (API version 3) ----
+ * A caller-owned slot holds one captured pass (one shape, one set of
+ * input/output addresses); NULL = nothing captured yet. */
+typedef struct sd_cuda_graph sd_cuda_graph;
+
+/* Turns graph capture on or off for later graph_run calls (off: they just
+ * call fn). 0 or -1. */
+int sd_backend_cuda_set_graphs(sd_backend *be, bool on);
+/* True when be is a CUDA backend with graphs on. */
+bool sd_backend_cuda_graphs_on(sd_backend *be);
+/* Runs fn(ud), which queues ops on be and returns 0 or -1. With graphs on,
+ * the first call captures what fn queues into a graph kept in *slot and
+ * launches it; later calls only launch the graph, WITHOUT calling fn. So
+ * fn must read and write only device tensors whose addresses stay the same
+ * between calls (inputs uploaded and outputs downloaded by the caller,
+ * outside fn), allocate and free its own intermediates, use only weights
+ * already on the device (a pass run once before), and leave no host-side
+ * effects the caller needs. fn may be called TWICE in one call (a capture
+ * that failed, e.g. on a weight upload or scratch growth, is followed by an
+ * eager run), so it must not carry state in ud from one run to the next.
+ * The graph is captured again when weights were evicted or dropped or the
+ * scratch workspace was freed since; any failure of the graph API runs fn
+ * eagerly. The ops are queued, not waited for. 0 or -1 (sd_backend_error). */
+int sd_backend_cuda_graph_run(sd_backend *be, sd_cuda_graph **slot, int (*fn)(void *ud),
+                              void *ud);
+/* Frees a slot (NULL is fine); *slot may not be used after. */
+void sd_backend_cuda_graph_free(sd_backend *be, sd_cuda_graph *slot);
+
+/* The largest scratch (im2col slices, attention score slices) later ops
+ * may use, bytes (0 = the creation value); a smaller one means more,
+ * smaller GEMMs and less device memory. *old (may be NULL) gets the
+ * previous limit. A scratch already larger is freed. 0 or -1. */
+int sd_backend_cuda_set_workspace_limit(sd_backend *be, size_t bytes, size_t *old);
+
 /* ---- the library's side (backend/cuda/, loader-private) ------------------ */
 
 /* The library exports one symbol, SD_CUDA_API_SYMBOL, a function returning
  * this table; the loader checks version and struct sizes before use. */
-#define SD_CUDA_API_VERSION 1
+#define SD_CUDA_API_VERSION 3
 #define SD_CUDA_API_SYMBOL "hn_sd_cuda_api"
 #define SD_CUDA_LIB_NAME "libhn-sd-cuda.so"
 
@@ -105,6 +184,18 @@ typedef struct sd_cuda_api {
     sd_backend *(*create)(const sd_cuda_options *opt, char *err, size_t errlen);
     int (*synchronize)(sd_backend *be);
     int (*memory)(sd_backend *be, sd_cuda_memory *out, bool reset_peak);
+    /* ---- version 2 ---- */
+    int (*set_precision)(sd_backend *be, sd_cuda_precision p, sd_cuda_precision *old);
+    int (*set_vram_budget)(sd_backend *be, size_t bytes);
+    int (*pin_host)(sd_backend *be, const void *p, size_t bytes);
+    void (*unpin_host)(sd_backend *be, const void *p);
+    long long (*drop_weights)(sd_backend *be, const void *lo, const void *hi);
+    int (*trim)(sd_backend *be);
+    /* ---- version 3 ---- */
+    int (*set_graphs)(sd_backend *be, bool on);
+    int (*graph_run)(sd_backend *be, sd_cuda_graph **slot, int (*fn)(void *ud), void *ud);
+    void (*graph_free)(sd_backend *be, sd_cuda_graph *slot);
+    int (*set_workspace_limit)(sd_backend *be, size_t bytes, size_t *old);
 } sd_cuda_api;
 
 typedef const sd_cuda_api *(*sd_cuda_api_fn)(void);
@@ -114,6 +205,7 @@ typedef const sd_cuda_api *(*sd_cuda_api_fn)(void);
 typedef struct sd_cuda_backend_head {
     sd_backend base;             /* must be first (ops.h) */
     const sd_cuda_api *api;
+    bool graphs_on;              /* set_graphs' state, read by the loader */
 } sd_cuda_backend_head;
 
 #ifdef __cplusplus

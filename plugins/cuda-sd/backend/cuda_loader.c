@@ -134,7 +134,7 @@ sd_backend *sd_backend_cuda_create(const sd_cuda_options *opt, char *err, size_t
     char found[512] = "";
     const sd_cuda_api *api = load_api(opt ? opt->lib_path : NULL, found, sizeof found, err, errlen);
     if (!api) return NULL;
-    sd_cuda_options defaults = { 0, SD_CUDA_PREC_AUTO, 0, NULL };
+    sd_cuda_options defaults = { 0, SD_CUDA_PREC_AUTO, 0, NULL, 0, false };
     return api->create(opt ? opt : &defaults, err, errlen);
 }
 
@@ -153,4 +153,82 @@ int sd_backend_cuda_memory(sd_backend *be, sd_cuda_memory *out, bool reset_peak)
 {
     if (!sd_backend_is_cuda(be)) return be ? sd_backend_fail(be, "not a CUDA backend") : -1;
     return ((sd_cuda_backend_head *)be)->api->memory(be, out, reset_peak);
+}
+
+/* The version-2 entries: the backend's own table answers. */
+static const sd_cuda_api *api_of(sd_backend *be)
+{
+    if (!sd_backend_is_cuda(be)) {
+        if (be) sd_backend_fail(be, "not a CUDA backend");
+        return NULL;
+    }
+    return ((sd_cuda_backend_head *)be)->api;
+}
+
+int sd_backend_cuda_set_precision(sd_backend *be, sd_cuda_precision p, sd_cuda_precision *old)
+{
+    const sd_cuda_api *api = api_of(be);
+    return api ? api->set_precision(be, p, old) : -1;
+}
+
+int sd_backend_cuda_set_vram_budget(sd_backend *be, size_t bytes)
+{
+    const sd_cuda_api *api = api_of(be);
+    return api ? api->set_vram_budget(be, bytes) : -1;
+}
+
+int sd_backend_cuda_pin_host(sd_backend *be, const void *p, size_t bytes)
+{
+    const sd_cuda_api *api = api_of(be);
+    return api ? api->pin_host(be, p, bytes) : -1;
+}
+
+void sd_backend_cuda_unpin_host(sd_backend *be, const void *p)
+{
+    const sd_cuda_api *api = api_of(be);
+    if (api) api->unpin_host(be, p);
+}
+
+long long sd_backend_cuda_drop_weights(sd_backend *be, const void *lo, const void *hi)
+{
+    const sd_cuda_api *api = api_of(be);
+    return api ? api->drop_weights(be, lo, hi) : -1;
+}
+
+int sd_backend_cuda_trim(sd_backend *be)
+{
+    const sd_cuda_api *api = api_of(be);
+    return api ? api->trim(be) : -1;
+}
+
+/* The version-3 entries (CUDA graphs). */
+int sd_backend_cuda_set_graphs(sd_backend *be, bool on)
+{
+    const sd_cuda_api *api = api_of(be);
+    return api ? api->set_graphs(be, on) : -1;
+}
+
+bool sd_backend_cuda_graphs_on(sd_backend *be)
+{
+    /* the library keeps the flag in the handle's head */
+    return sd_backend_is_cuda(be) && ((sd_cuda_backend_head *)be)->graphs_on;
+}
+
+int sd_backend_cuda_graph_run(sd_backend *be, sd_cuda_graph **slot, int (*fn)(void *ud), void *ud)
+{
+    const sd_cuda_api *api = api_of(be);
+    return api ? api->graph_run(be, slot, fn, ud) : -1;
+}
+
+int sd_backend_cuda_set_workspace_limit(sd_backend *be, size_t bytes, size_t *old)
+{
+    const sd_cuda_api *api = api_of(be);
+    return api ? api->set_workspace_limit(be, bytes, old) : -1;
+}
+
+void sd_backend_cuda_graph_free(sd_backend *be, sd_cuda_graph *slot)
+{
+    if (!slot) return;
+    const sd_cuda_api *api = api_of(be);
+    if (api) api->graph_free(be, slot);
 }

@@ -421,12 +421,15 @@ static int persistent_load(vm *m, pv *pid)
     return push(m, s);
 }
 
-static pv *make_seq(vm *m, pv_kind kind, pv **items, size_t n)
+/* A tuple/list of the n stack items from index `from`. Indexes, not a
+ * pointer: the stack is still NULL before the first push, and NULL + 0 is
+ * undefined behaviour (found by fuzz_pickle). */
+static pv *make_seq(vm *m, pv_kind kind, size_t from, size_t n)
 {
     pv *t = pv_new(m, kind);
     if (!t) return NULL;
     for (size_t i = 0; i < n; i++)
-        if (seq_push(t, items[i])) return NULL;
+        if (seq_push(t, m->stack[from + i])) return NULL;
     return t;
 }
 
@@ -555,7 +558,7 @@ static int run(vm *m, pv **result)
         }
         case 't': /* TUPLE */
             if (pop_mark(m, &from)) return -1;
-            c = make_seq(m, PV_TUPLE, m->stack + from, m->sp - from);
+            c = make_seq(m, PV_TUPLE, from, m->sp - from);
             m->sp = from;
             if (push(m, c)) return -1;
             break;
@@ -563,14 +566,14 @@ static int run(vm *m, pv **result)
             size_t n = (size_t)(op - 0x84);
             size_t floor = m->n_marks ? m->marks[m->n_marks - 1] : 0;
             if (m->sp < floor + n) return vfail(m, "stack underflow at offset %zu", offset_of(m));
-            c = make_seq(m, PV_TUPLE, m->stack + m->sp - n, n);
+            c = make_seq(m, PV_TUPLE, m->sp - n, n);
             m->sp -= n;
             if (push(m, c)) return -1;
             break;
         }
         case 'l': /* LIST (text protocols) */
             if (pop_mark(m, &from)) return -1;
-            c = make_seq(m, PV_LIST, m->stack + from, m->sp - from);
+            c = make_seq(m, PV_LIST, from, m->sp - from);
             m->sp = from;
             if (push(m, c)) return -1;
             break;
@@ -611,7 +614,7 @@ static int run(vm *m, pv **result)
             break;
         case 0x91: /* FROZENSET */
             if (pop_mark(m, &from)) return -1;
-            c = make_seq(m, PV_LIST, m->stack + from, m->sp - from);
+            c = make_seq(m, PV_LIST, from, m->sp - from);
             m->sp = from;
             if (push(m, c)) return -1;
             break;

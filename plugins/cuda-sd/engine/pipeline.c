@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backend/backend_choice.h"
 #include "backend/cpu_backend.h"
 #include "backend/cuda_backend.h"
 #include "clip.h"
@@ -25,15 +26,38 @@
 #include "tokenizer.h"
 #include "unet.h"
 #include "vae.h"
+#include "vae_decode.h"
+
+/* The VAE decode's scratch limit under an offload level (the default is
+ * 128 MB): 32 MB still makes GEMMs of thousands of rows. */
+#define OFFLOAD_VAE_SCRATCH ((size_t)32 << 20)
+
+/* The networks of a checkpoint, for dropping their device weights. */
+enum net_kind { NET_TEXT, NET_UNET, NET_VAE, NET_COUNT, NET_OTHER = NET_COUNT };
 
 struct sd_pipeline {
     sd_model_file *file;
     sd_family_info fam;
     sd_backend *be;
+    bool be_owned;           /* false: opts.shared_backend, borrowed */
+    sd_backend_choice choice;
     sd_text_encoder *te;
     sd_unet *unet;
     sd_vae *vae;
     sd_tokenizer *tok;
+    long long vae_tile_above;
+    int vae_tile;
+    bool trim_pool;          /* CUDA and !opts.keep_pool */
+    bool cuda;               /* p->be is a CUDA backend */
+    bool phase_memory;       /* CUDA and opts.phase_memory */
+    int offload;             /* sd_offload */
+    /* each network's tensors as address ranges of the model file that hold
+     * no other network's tensor (for sd_backend_cuda_drop_weights) */
+    struct addr_range { const void *lo, *hi; } *ranges[NET_COUNT];
+    size_t nranges[NET_COUNT];
+    const void *pinned;      /* the file's span page-locked by this pipeline */
+    sd_vae_decode_info last_decode;
+    sd_pipeline_memory last_memory;
 };
 
 static int fail(char *err, size_t errlen, const char *fmt, ...)
@@ -47,6 +71,122 @@ static int fail(char *err, size_t errlen, const char *fmt, ...)
     return -1;
 }
 
+/* ---- device weights between phases (sd_offload) --------------------------------- */
+
+static int net_of(const char *name)
+{
+    if (strncmp(name, "cond_stage_model.", 17) == 0)
+        return NET_TEXT;
+    if (strncmp(name, "model.diffusion_model.", 22) == 0)
+        return NET_UNET;
+    if (strncmp(name, "first_stage_model.", 18) == 0)
+        return NET_VAE;
+    return NET_OTHER;
+}
+
+typedef struct {
+    const unsigned char *data;
+    size_t nbytes;
+    int net;
+} placed_tensor;
+
+static int by_address(const void *a, const void *b)
+{
+    const unsigned char *x = ((const placed_tensor *)a)->data;
+    const unsigned char *y = ((const placed_tensor *)b)->data;
+    return x < y ? -1 : x > y;
+}
+
+/* The weight cache is keyed by tensor data pointers: sorting the file's
+ * tensors by address, each run of one network's tensors is a range that
+ * holds only its keys (one run per network in a name-sorted safetensors
+ * file; more in other layouts). Computed once at load. */
+static int net_ranges(sd_pipeline *p)
+{
+    size_t n = sd_model_file_count(p->file), m = 0;
+    placed_tensor *t = calloc(n ? n : 1, sizeof *t);
+    if (!t)
+        return -1;
+    for (size_t i = 0; i < n; i++) {
+        const sd_tensor_info *ti = sd_model_file_at(p->file, i);
+        if (ti->data && ti->nbytes)
+            t[m++] = (placed_tensor){ti->data, ti->nbytes, net_of(ti->name)};
+    }
+    qsort(t, m, sizeof *t, by_address);
+    int rc = 0;
+    for (size_t i = 0; i < m && rc == 0;) {
+        size_t j = i;
+        while (j + 1 < m && t[j + 1].net == t[i].net)
+            j++;
+        int k = t[i].net;
+        if (k != NET_OTHER) {
+            struct addr_range *r = realloc(p->ranges[k], (p->nranges[k] + 1) * sizeof *r);
+            if (!r) {
+                rc = -1;
+                break;
+            }
+            p->ranges[k] = r;
+            /* keys are start addresses: up to the last start, inclusive */
+            r[p->nranges[k]++] = (struct addr_range){t[i].data, t[j].data + 1};
+        }
+        i = j + 1;
+    }
+    free(t);
+    return rc;
+}
+
+/* Frees the device copies of one network's weights; the next use uploads
+ * them again from the model file. Errors only cost memory: ignored. */
+static void drop_net(sd_pipeline *p, int net)
+{
+    for (size_t i = 0; i < p->nranges[net]; i++) {
+        long long b = sd_backend_cuda_drop_weights(p->be, p->ranges[net][i].lo,
+                                                   p->ranges[net][i].hi);
+        if (b > 0)
+            p->last_memory.dropped += b;
+    }
+}
+
+/* Page-locks the file's tensors when this pipeline re-uploads weights every
+ * image (an offload level) and owns its backend: a model cache's backend
+ * has the file pinned already (sd_model_cache). Refusal only slows uploads. */
+static void pin_for_offload(sd_pipeline *p)
+{
+    if (p->offload == SD_OFFLOAD_NONE || !p->be_owned ||
+        strcmp(sd_model_file_format(p->file), "safetensors") != 0)
+        return;
+    const unsigned char *lo = NULL, *hi = NULL;
+    for (size_t i = 0; i < sd_model_file_count(p->file); i++) {
+        const sd_tensor_info *t = sd_model_file_at(p->file, i);
+        const unsigned char *d = t->data;
+        if (!d || !t->nbytes)
+            continue;
+        if (!lo || d < lo)
+            lo = d;
+        if (!hi || d + t->nbytes > hi)
+            hi = d + t->nbytes;
+    }
+    if (lo && sd_backend_cuda_pin_host(p->be, lo, (size_t)(hi - lo)) == 0)
+        p->pinned = lo;
+}
+
+/* Per-phase peaks: a phase starts with the backend's high-water mark reset
+ * to what is in use now and ends by reading it. */
+static void phase_begin(sd_pipeline *p)
+{
+    sd_cuda_memory m;
+    if (p->phase_memory)
+        sd_backend_cuda_memory(p->be, &m, true);
+}
+
+static size_t phase_end(sd_pipeline *p)
+{
+    sd_cuda_memory m;
+    if (!p->phase_memory || sd_backend_cuda_memory(p->be, &m, false) != 0)
+        return 0;
+    return m.device_used_peak;
+}
+
 /* ---- loading ------------------------------------------------------------------ */
 
 void sd_pipeline_free(sd_pipeline *p)
@@ -56,7 +196,12 @@ void sd_pipeline_free(sd_pipeline *p)
     sd_vae_destroy(p->vae);
     sd_unet_destroy(p->unet);
     sd_text_encoder_destroy(p->te);
-    sd_backend_destroy(p->be);
+    if (p->pinned)
+        sd_backend_cuda_unpin_host(p->be, p->pinned);
+    for (int k = 0; k < NET_COUNT; k++)
+        free(p->ranges[k]);
+    if (p->be_owned)
+        sd_backend_destroy(p->be);
     sd_tokenizer_free(p->tok);
     sd_model_file_close(p->file);
     free(p);
@@ -67,21 +212,47 @@ int sd_pipeline_load(const sd_pipeline_opts *o, sd_pipeline **out, char *err, si
     *out = NULL;
     if (!o || !o->model_path)
         return fail(err, errlen, "no model file given");
-    bool cuda = o->backend && strcmp(o->backend, "cuda") == 0;
-    if (o->backend && !cuda && strcmp(o->backend, "cpu") != 0)
-        return fail(err, errlen, "unknown backend \"%s\" (cpu or cuda)", o->backend);
+    /* NULL stays the CPU (the engine's tests rely on it); "auto" probes */
+    sd_backend_choice choice;
+    if (o->shared_backend) {
+        memset(&choice, 0, sizeof choice);
+        snprintf(choice.name, sizeof choice.name, "%s", o->shared_backend->ops->name);
+        snprintf(choice.why, sizeof choice.why, "shared");
+    } else if (sd_backend_choose(o->backend ? o->backend : "cpu", &choice, err, errlen) != 0) {
+        return -1;
+    }
+    bool cuda = strcmp(choice.name, "cuda") == 0;
     sd_pipeline *p = calloc(1, sizeof *p);
     if (!p)
         return fail(err, errlen, "out of memory");
+    p->choice = choice;
+    p->vae_tile_above = o->vae_tile_above;
     char vocab[4096];
     if (sd_model_file_open(o->model_path, &p->file, err, errlen) != 0 ||
         sd_family_detect_with_config(p->file, o->config_path, &p->fam, err, errlen) != 0 ||
         sd_family_check_supported(p->file, &p->fam, err, errlen) != 0)
         goto fail;
-    p->be = cuda ? sd_backend_cuda_create(NULL, err, errlen)
-                 : sd_backend_cpu_create(o->threads, err, errlen);
+    if (o->shared_backend) {
+        p->be = o->shared_backend;
+    } else {
+        sd_cuda_options co = {0, SD_CUDA_PREC_AUTO, 0, NULL, 0, o->cuda_graphs};
+        p->be = cuda ? sd_backend_cuda_create(&co, err, errlen)
+                     : sd_backend_cpu_create(o->threads, err, errlen);
+        p->be_owned = p->be != NULL;
+    }
     if (!p->be)
         goto fail;
+    p->trim_pool = !o->keep_pool && sd_backend_is_cuda(p->be);
+    p->cuda = sd_backend_is_cuda(p->be);
+    p->phase_memory = p->cuda && o->phase_memory;
+    p->vae_tile = o->vae_tile;
+    p->offload = p->cuda && o->offload > SD_OFFLOAD_NONE
+                     ? (o->offload > SD_OFFLOAD_SEQUENTIAL ? SD_OFFLOAD_SEQUENTIAL : o->offload)
+                     : SD_OFFLOAD_NONE;
+    if (p->offload != SD_OFFLOAD_NONE && net_ranges(p) != 0) {
+        fail(err, errlen, "out of memory");
+        goto fail;
+    }
     if (sd_text_encoder_create(p->file, &p->fam, p->be, &p->te, err, errlen) != 0 ||
         sd_unet_create(p->file, &p->fam, p->be, &p->unet, err, errlen) != 0 ||
         sd_vae_create(p->file, &p->fam, p->be, &p->vae, err, errlen) != 0)
@@ -90,6 +261,7 @@ int sd_pipeline_load(const sd_pipeline_opts *o, sd_pipeline **out, char *err, si
                                 err, errlen) != 0 ||
         sd_tokenizer_load(vocab, &p->tok, err, errlen) != 0)
         goto fail;
+    pin_for_offload(p);
     *out = p;
     return 0;
 fail:
@@ -99,6 +271,16 @@ fail:
 
 const sd_family_info *sd_pipeline_family(const sd_pipeline *p) { return &p->fam; }
 const char *sd_pipeline_model_path(const sd_pipeline *p) { return sd_model_file_path(p->file); }
+const char *sd_pipeline_backend_name(const sd_pipeline *p) { return p->be->ops->name; }
+void sd_pipeline_backend_describe(const sd_pipeline *p, char *buf, size_t len)
+{
+    sd_backend_choice_describe(&p->choice, buf, len);
+}
+sd_backend *sd_pipeline_backend(sd_pipeline *p) { return p->be; }
+const sd_model_file *sd_pipeline_file(const sd_pipeline *p) { return p->file; }
+sd_unet *sd_pipeline_unet(sd_pipeline *p) { return p->unet; }
+const sd_vae_decode_info *sd_pipeline_last_decode(const sd_pipeline *p) { return &p->last_decode; }
+const sd_pipeline_memory *sd_pipeline_last_memory(const sd_pipeline *p) { return &p->last_memory; }
 
 void sd_job_init(sd_job *job)
 {
@@ -724,10 +906,16 @@ static int decode(sd_pipeline *p, const sd_job *job, const float *latents, int l
         float scale = sd_vae_scale_factor(p->vae);
         for (size_t k = 0; k < 4 * plane; k++)
             z[k] = latents[(size_t)b * 4 * plane + k] / scale;
-        if (sd_vae_decode(p->vae, z, 1, lh, lw, pix, err, errlen) != 0) {
+        sd_vae_decode_opts vo = {.tile = p->vae_tile, .tile_above = p->vae_tile_above};
+        if (sd_vae_decode_image(p->vae, p->be, z, lh, lw, pix, &vo, &p->last_decode, err,
+                                errlen) != 0) {
             rc = (job->cancel && *job->cancel) ? SD_CANCELLED : -1;
             break;
         }
+        if (p->last_decode.nan_left) /* nothing stricter left to try: grey */
+            for (size_t k = 0; k < 3 * (size_t)H * (size_t)W; k++)
+                if (!isfinite(pix[k]))
+                    pix[k] = 0.0f;
         if (sd_image_alloc(&images[b], W, H, 3) != 0) {
             rc = fail(err, errlen, "out of memory");
             break;
@@ -789,10 +977,17 @@ int sd_generate(sd_pipeline *p, const sd_job *job, sd_image *images, char *err, 
     float *lat1 = NULL, *lat2 = NULL;
     int rc = -1;
     int dim = sd_text_encoder_width(p->te);
+    memset(&p->last_memory, 0, sizeof p->last_memory);
+    p->last_memory.valid = p->phase_memory;
+    phase_begin(p);
     if (encode_prompt(p, job->prompt, clip_skip, &cc, err, errlen) != 0 ||
         encode_prompt(p, job->negative ? job->negative : "", clip_skip, &uc, err, errlen) != 0 ||
         equalize(&cc, &uc, dim, err, errlen) != 0)
         goto out;
+    p->last_memory.text_peak = phase_end(p);
+    if (p->offload >= SD_OFFLOAD_ENCODERS)
+        drop_net(p, NET_TEXT);
+    phase_begin(p);
     if (job->cancel && *job->cancel) {
         rc = SD_CANCELLED;
         goto out;
@@ -877,8 +1072,38 @@ int sd_generate(sd_pipeline *p, const sd_job *job, sd_image *images, char *err, 
     if (job->latents_out)
         memcpy(job->latents_out, final,
                sizeof(float) * (size_t)job->n_images * 4 * (size_t)lh * (size_t)lw);
+    p->last_memory.steps_peak = phase_end(p);
+    /* the UNet's activation blocks are free now: let the VAE reuse the
+     * memory instead of growing the pool by its own peak */
+    if (p->offload >= SD_OFFLOAD_SEQUENTIAL)
+        drop_net(p, NET_UNET);
+    if (p->trim_pool)
+        sd_backend_cuda_trim(p->be);
+    phase_begin(p);
+    /* with an offload level, memory counts more than the VAE's speed: its
+     * im2col and attention run in smaller slices */
+    size_t ws_old = 0;
+    bool ws_set = p->offload >= SD_OFFLOAD_ENCODERS &&
+                  sd_backend_cuda_set_workspace_limit(p->be, OFFLOAD_VAE_SCRATCH, &ws_old) == 0;
     rc = decode(p, job, final, lh, lw, images, err, errlen);
+    if (ws_set)
+        sd_backend_cuda_set_workspace_limit(p->be, ws_old, NULL);
+    p->last_memory.vae_peak = phase_end(p);
 out:
+    /* also after a failure: the next image starts from the same state */
+    if (p->offload >= SD_OFFLOAD_ENCODERS) {
+        drop_net(p, NET_TEXT);
+        drop_net(p, NET_VAE);
+    }
+    if (p->offload >= SD_OFFLOAD_SEQUENTIAL)
+        drop_net(p, NET_UNET);
+    if (p->trim_pool)
+        sd_backend_cuda_trim(p->be);
+    if (p->phase_memory) {
+        sd_cuda_memory m;
+        if (sd_backend_cuda_memory(p->be, &m, false) == 0)
+            p->last_memory.after = m.device_used;
+    }
     /* whatever failed once the flag was up (the networks stop with an
      * error "cancelled") is a cancellation */
     if (rc == -1 && job->cancel && *job->cancel)

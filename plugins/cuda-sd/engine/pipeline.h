@@ -52,9 +52,71 @@ typedef struct sd_pipeline_opts {
     const char *config_path; /* sidecar model config; NULL: searched beside
                                 the model (family.h) */
     int threads;             /* <= 0: one per core */
-    const char *backend;     /* "cpu" (NULL) or "cuda" (backend/cuda_backend.h:
-                                device 0, default precision) */
+    const char *backend;     /* "cpu" (NULL), "cuda" (backend/cuda_backend.h:
+                                device 0, default precision) or "auto" (cuda
+                                when a usable GPU answers the probe, else
+                                cpu: backend/backend_choice.h) */
+    struct sd_backend *shared_backend; /* optional: run on this backend
+                                (borrowed; must outlive the pipeline), e.g.
+                                one CUDA backend whose VRAM budget several
+                                loaded models share; backend/threads unused */
+    bool keep_pool;          /* CUDA: keep the activation pool's blocks between
+                                the sampler and the VAE and after the image
+                                (faster next image); default false: they go
+                                back to the device before the VAE decode and
+                                after the image, so the peak is weights +
+                                max(UNet, VAE) activations, not their sum */
+    long long vae_tile_above; /* VAE decodes of more pixels go in tiles
+                                (engine/vae_decode.h); 0: 1024*1024, < 0:
+                                only when memory is short */
+    int vae_tile;            /* side of a VAE tile in latent pixels when the
+                                decode is tiled; <= 0: SD_VAE_TILE_LATENT (64,
+                                512 px). 32 with vae_tile_above = 1 decodes a
+                                512x512 image in 3x3 tiles of 256 px (64 px
+                                overlaps): about a quarter of the VAE's
+                                activation memory, at ~2x its time */
+    int offload;             /* sd_offload (CUDA only; the CPU ignores it):
+                                which networks' device weights are dropped
+                                between the phases of an image */
+    bool cuda_graphs;        /* CUDA, own backend (not shared_backend): run
+                                the UNet step as a CUDA graph (unet.h,
+                                sd_backend_cuda_set_graphs); default off */
+    bool phase_memory;       /* CUDA: record the device memory peak of each
+                                phase (sd_pipeline_last_memory); restarts
+                                the backend's high-water marks
+                                (sd_backend_cuda_memory) at each phase */
 } sd_pipeline_opts;
+
+/* Device memory between the phases of an image (CUDA). Each level trades
+ * re-uploads of weights from host RAM (the model file, page-locked by the
+ * pipeline when it owns its backend; ~36 GB/s on an H200) for a lower peak:
+ *   NONE: every network's weights stay on the device (fastest; peak =
+ *         context + all weights + the larger of UNet/VAE activations);
+ *   ENCODERS: the text encoder's copy goes after the prompts are encoded and
+ *         the VAE's after the decode (~0.4 GB of SD1.5 re-uploaded per image);
+ *   SEQUENTIAL: also the UNet's before the VAE decode, so one network's
+ *         weights are on the device at a time (the UNet's 1.6 GB re-uploaded
+ *         by the next image's first step). */
+typedef enum {
+    SD_OFFLOAD_NONE = 0,
+    SD_OFFLOAD_ENCODERS = 1,
+    SD_OFFLOAD_SEQUENTIAL = 2
+} sd_offload;
+
+/* The whole device's memory in use (cudaMemGetInfo: every user of the
+ * device, CUDA context included), highest value sampled during each phase
+ * of the last image (at each download), bytes; CUDA with opts.phase_memory
+ * only (valid false otherwise; dropped is always counted). The steps
+ * phase includes an img2img source's VAE encode. */
+typedef struct sd_pipeline_memory {
+    bool valid;
+    size_t text_peak;        /* text encoder (prompt and negative) */
+    size_t steps_peak;       /* sampler steps (both passes of hires_fix) */
+    size_t vae_peak;         /* VAE decode */
+    size_t after;            /* in use once the image is done (after the
+                                offload and the pool trim) */
+    long long dropped;       /* weight bytes dropped by `offload` */
+} sd_pipeline_memory;
 
 /* Opens the checkpoint, detects the family, builds text encoder, UNet and
  * VAE on the backend and loads the vocabulary. 0, or -1 with err naming the
@@ -64,6 +126,22 @@ void sd_pipeline_free(sd_pipeline *p); /* NULL is fine */
 
 const sd_family_info *sd_pipeline_family(const sd_pipeline *p);
 const char *sd_pipeline_model_path(const sd_pipeline *p);
+/* "cpu" or "cuda": the backend the pipeline runs on. */
+const char *sd_pipeline_backend_name(const sd_pipeline *p);
+/* One line saying which backend and why ("cuda (auto: NVIDIA H200, ...)"). */
+void sd_pipeline_backend_describe(const sd_pipeline *p, char *buf, size_t len);
+/* The backend (borrowed from the pipeline). */
+struct sd_backend *sd_pipeline_backend(sd_pipeline *p);
+/* The checkpoint and the UNet (borrowed). */
+struct sd_model_file;
+const struct sd_model_file *sd_pipeline_file(const sd_pipeline *p);
+struct sd_unet;
+struct sd_unet *sd_pipeline_unet(sd_pipeline *p);
+/* How the last image was decoded (tiles, NaN fallback). */
+struct sd_vae_decode_info;
+const struct sd_vae_decode_info *sd_pipeline_last_decode(const sd_pipeline *p);
+/* Device memory per phase of the last image (see sd_pipeline_memory). */
+const sd_pipeline_memory *sd_pipeline_last_memory(const sd_pipeline *p);
 
 typedef enum {
     SD_JOB_TXT2IMG = 0,

@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backend/cuda_backend.h"
 #include "engine/net_common.h"
 
 #define P "model.diffusion_model."
@@ -64,7 +65,26 @@ struct sd_unet {
     int n_mid;
     ublock out[MAX_BLOCKS];
     int n_out;
+    /* cross-attention K/V per transformer block, from the context they were
+     * computed for (see sd_unet_set_kv_cache) */
+    bool kv_enabled;
+    bool kv_valid;           /* kv[] holds a complete pass's K/V for kv_ctx */
+    float *kv_ctx;           /* host copy of that context [kv_B, kv_L, ctx_dim] */
+    int kv_B, kv_L;
+    sd_tensor *kv;           /* [2 * n_cross]: K, V of each block in forward order */
+    int n_cross;
+    unsigned long long kv_hits, kv_misses;
+    unsigned long long kv_gen; /* bumped when the cached K/V are freed */
+    struct unet_graph *graph; /* CUDA graph of the step, NULL = none */
 };
+typedef struct unet_graph unet_graph;
+
+/* What one forward pass does with the K/V cache. */
+typedef struct kv_pass {
+    int next;                /* index of the next block's K in u->kv */
+    bool use;                /* take K/V from the cache */
+    bool fill;               /* store the computed K/V in the cache */
+} kv_pass;
 
 /* ---- construction ------------------------------------------------------- */
 
@@ -330,11 +350,21 @@ int sd_unet_create(const sd_model_file *f, const sd_family_info *fam, sd_backend
         return -1;
     }
     u->be = be;
+    u->kv_enabled = true;
     u->pred = fam->prediction;
     u->ctx_dim = fam->unet.context_dim;
     build_ctx b = { { f, err, errlen, false }, fam, u };
     if (u->ctx_dim <= 0) sd_net_fail(&b.l, "the family info gives no UNet context dim");
     else build(&b);
+    if (!b.l.failed) {
+        const ublock *lists[3] = { u->in, u->mid, u->out };
+        const int counts[3] = { u->n_in, u->n_mid, u->n_out };
+        for (int li = 0; li < 3; li++)
+            for (int i = 0; i < counts[li]; i++)
+                if (lists[li][i].st) u->n_cross += lists[li][i].st->depth;
+        u->kv = calloc((size_t)(2 * u->n_cross + 1), sizeof *u->kv);
+        if (!u->kv) sd_net_fail(&b.l, "out of memory");
+    }
     if (b.l.failed) {
         sd_unet_destroy(u);
         return -1;
@@ -343,9 +373,34 @@ int sd_unet_create(const sd_model_file *f, const sd_family_info *fam, sd_backend
     return 0;
 }
 
+void sd_unet_kv_cache_clear(sd_unet *u)
+{
+    if (u->kv)
+        for (int i = 0; i < 2 * u->n_cross; i++) sd_tensor_free(u->be, &u->kv[i]);
+    free(u->kv_ctx);
+    u->kv_ctx = NULL;
+    u->kv_valid = false;
+    u->kv_gen++;
+}
+
+void sd_unet_set_kv_cache(sd_unet *u, bool on)
+{
+    if (!on) sd_unet_kv_cache_clear(u);
+    u->kv_enabled = on;
+}
+
+void sd_unet_kv_cache_stats(const sd_unet *u, unsigned long long *hits, unsigned long long *misses)
+{
+    if (hits) *hits = u->kv_hits;
+    if (misses) *misses = u->kv_misses;
+}
+
 void sd_unet_destroy(sd_unet *u)
 {
     if (!u) return;
+    sd_unet_graph_reset(u);
+    sd_unet_kv_cache_clear(u);
+    free(u->kv);
     for (int i = 0; i < MAX_BLOCKS; i++) {
         free_st(u->in[i].st);
         free_st(u->out[i].st);
@@ -400,21 +455,41 @@ done:
     return rc;
 }
 
+/* h += o(attention(q(x), k(kv_src), v(kv_src))). kv (may be NULL): the
+ * cross-attention cache slots of this block, kv[0] = K and kv[1] = V; with
+ * use, they are taken as they are (kv_src unused); with fill, the computed
+ * K/V are moved into them. */
 static int attn(sd_backend *be, const sd_tensor *x, const sd_tensor *kv_src, const sd_layer_w *q,
                 const sd_layer_w *k, const sd_layer_w *v, const sd_layer_w *o, int heads,
-                sd_tensor *h)
+                sd_tensor *kv, bool use, bool fill, sd_tensor *h)
 {
     sd_tensor tq = { 0 }, tk = { 0 }, tv = { 0 }, ta = { 0 };
-    int C = h->c, Lk = kv_src->h * kv_src->w;
+    int C = h->c;
     int rc = -1;
+    const sd_tensor *K = &tk, *V = &tv;
+    if (kv && use) {
+        K = &kv[0];
+        V = &kv[1];
+    } else {
+        int Lk = kv_src->h * kv_src->w;
+        if (sd_tensor_new(be, &tk, x->n, 1, Lk, C) || sd_tensor_new(be, &tv, x->n, 1, Lk, C) ||
+            sd_linear(be, kv_src, k->w, k->b, NULL, &tk) ||
+            sd_linear(be, kv_src, v->w, v->b, NULL, &tv))
+            goto done;
+    }
     if (sd_tensor_new(be, &tq, x->n, x->h, x->w, C) ||
-        sd_tensor_new(be, &tk, x->n, 1, Lk, C) || sd_tensor_new(be, &tv, x->n, 1, Lk, C) ||
         sd_tensor_new(be, &ta, x->n, x->h, x->w, C) || sd_linear(be, x, q->w, q->b, NULL, &tq) ||
-        sd_linear(be, kv_src, k->w, k->b, NULL, &tk) ||
-        sd_linear(be, kv_src, v->w, v->b, NULL, &tv) ||
-        sd_attention(be, &tq, &tk, &tv, heads, 0.0f, false, &ta) ||
+        sd_attention(be, &tq, K, V, heads, 0.0f, false, &ta) ||
         sd_linear(be, &ta, o->w, o->b, h, h))
         goto done;
+    if (kv && fill && !use) {
+        sd_tensor_free(be, &kv[0]);
+        sd_tensor_free(be, &kv[1]);
+        kv[0] = tk;
+        kv[1] = tv;
+        memset(&tk, 0, sizeof tk);
+        memset(&tv, 0, sizeof tv);
+    }
     rc = 0;
 done:
     sd_tensor_free(be, &tq);
@@ -425,7 +500,7 @@ done:
 }
 
 static int st_forward(sd_unet *u, const st_w *s, const sd_tensor *x, const sd_tensor *ctx,
-                      sd_tensor *out)
+                      kv_pass *kp, sd_tensor *out)
 {
     sd_backend *be = u->be;
     sd_tensor t = { 0 }, h = { 0 }, g = { 0 }, gg = { 0 };
@@ -439,15 +514,23 @@ static int st_forward(sd_unet *u, const st_w *s, const sd_tensor *x, const sd_te
     for (int d = 0; d < s->depth; d++) {
         const tblock_w *b = &s->blocks[d];
         int inner = (int)(b->ff1.w->shape[0] / 2);
+        if ((kp->use || kp->fill) && kp->next + 2 > 2 * u->n_cross) {
+            sd_backend_fail(be, "K/V cache slot %d past its %d slots", kp->next,
+                            2 * u->n_cross);
+            goto done;
+        }
         if (sd_layer_norm(be, &h, b->n1.w, b->n1.b, LN_EPS, &t) ||
-            attn(be, &t, &t, &b->q1, &b->k1, &b->v1, &b->o1, s->heads, &h) ||
+            attn(be, &t, &t, &b->q1, &b->k1, &b->v1, &b->o1, s->heads, NULL, false, false,
+                 &h) ||
             sd_layer_norm(be, &h, b->n2.w, b->n2.b, LN_EPS, &t) ||
-            attn(be, &t, ctx, &b->q2, &b->k2, &b->v2, &b->o2, s->heads, &h) ||
+            attn(be, &t, ctx, &b->q2, &b->k2, &b->v2, &b->o2, s->heads,
+                 kp->use || kp->fill ? &u->kv[kp->next] : NULL, kp->use, kp->fill, &h) ||
             sd_layer_norm(be, &h, b->n3.w, b->n3.b, LN_EPS, &t) ||
             sd_tensor_new(be, &g, x->n, x->h, x->w, 2 * inner) ||
             sd_linear(be, &t, b->ff1.w, b->ff1.b, NULL, &g) ||
             sd_tensor_new(be, &gg, x->n, x->h, x->w, inner) || sd_geglu(be, &g, &gg))
             goto done;
+        kp->next += 2;
         sd_tensor_free(be, &g);
         if (sd_linear(be, &gg, b->ff2.w, b->ff2.b, &h, &h)) goto done;
         sd_tensor_free(be, &gg);
@@ -483,40 +566,41 @@ static int cancelled(sd_backend *be)
     return sd_backend_fail(be, "cancelled");
 }
 
-int sd_unet_forward(sd_unet *u, const float *x, const float *t, const float *context, int L,
-                    int B, int H, int W, float *out, char *err, size_t errlen)
+/* The network from the uploaded inputs to the output: in [B,H,W,in_ch],
+ * ts (the sinusoidal timestep embedding) [B,1,1,mc], ctx [B,1,L,ctx_dim]
+ * (unused when kp->use) -> out [B,H,W,out_ch] (allocated by the caller).
+ * Only device work, no transfers: with CUDA graphs on, this is what is
+ * captured (sd_backend_cuda_graph_run). */
+static int unet_body(sd_unet *u, const sd_tensor *in, const sd_tensor *ts, const sd_tensor *ctx,
+                     kv_pass *kp, sd_tensor *out)
 {
     sd_backend *be = u->be;
-    if (B < 1 || L < 1 || H < 1 || W < 1) {
-        if (err) snprintf(err, errlen, "unet: empty input (batch %d, latent %dx%d, context %d)",
-                          B, H, W, L);
-        return -1;
-    }
+    const int B = in->n, H = in->h, W = in->w;
     sd_tensor stack[MAX_BLOCKS + 1];
     int sp = 0;
-    sd_tensor in = { 0 }, ctx = { 0 }, ts = { 0 }, e1 = { 0 }, emb = { 0 }, h = { 0 };
+    sd_tensor e1 = { 0 }, emb = { 0 }, h = { 0 };
     bool h_owned = false;
     int rc = -1;
     sd_conv_params c3 = sd_conv_same(3, 1, u->circular);
     sd_conv_params down = sd_conv_same(3, 2, u->circular);
+    /* the body may run twice for one pass (a failed graph capture is run
+     * again eagerly, graph.cu): it starts from the first K/V slot each time */
+    kp->next = 0;
 
-    /* inputs and the time embedding: emb = SiLU(time_embed(t)), the SiLU
-     * being the first op of every res block's emb_layers */
-    if (sd_tensor_new(be, &in, B, H, W, u->in_ch) || sd_upload_nchw(be, x, &in) ||
-        sd_tensor_new(be, &ctx, B, 1, L, u->ctx_dim) || sd_upload(be, context, &ctx) ||
-        sd_tensor_new(be, &ts, B, 1, 1, u->mc) || sd_timestep_embedding(be, t, &ts) ||
-        sd_tensor_new(be, &e1, B, 1, 1, u->temb_dim) ||
-        sd_linear(be, &ts, u->time1.w, u->time1.b, NULL, &e1) ||
+    /* emb = SiLU(time_embed(t)), the SiLU being the first op of every res
+     * block's emb_layers */
+    if (sd_tensor_new(be, &e1, B, 1, 1, u->temb_dim) ||
+        sd_linear(be, ts, u->time1.w, u->time1.b, NULL, &e1) ||
         sd_activation_op(be, SD_ACT_SILU, &e1, &e1) ||
         sd_tensor_new(be, &emb, B, 1, 1, u->temb_dim) ||
         sd_linear(be, &e1, u->time2.w, u->time2.b, NULL, &emb) ||
         sd_activation_op(be, SD_ACT_SILU, &emb, &emb))
         goto done;
+    sd_tensor_free(be, &e1);
 
     if (sd_tensor_new(be, &stack[sp], B, H, W, u->mc) ||
-        sd_conv2d(be, &in, u->conv_in.w, u->conv_in.b, &c3, NULL, &stack[sp]))
+        sd_conv2d(be, in, u->conv_in.w, u->conv_in.b, &c3, NULL, &stack[sp]))
         goto done;
-    sd_tensor_free(be, &in);
     h = stack[sp++];
     h_owned = false;
 
@@ -528,7 +612,7 @@ int sd_unet_forward(sd_unet *u, const float *x, const float *t, const float *con
                  sd_conv2d(be, &h, blk->down.w, blk->down.b, &down, NULL, &nx));
         } else {
             STEP(res_forward(u, &blk->res, &h, &emb, &nx));
-            if (blk->st) STEP(st_forward(u, blk->st, &h, &ctx, &nx));
+            if (blk->st) STEP(st_forward(u, blk->st, &h, ctx, kp, &nx));
         }
         stack[sp++] = h;
         h_owned = false;
@@ -537,7 +621,7 @@ int sd_unet_forward(sd_unet *u, const float *x, const float *t, const float *con
         const ublock *blk = &u->mid[i];
         if (cancelled(be)) goto done;
         if (blk->has_res) STEP(res_forward(u, &blk->res, &h, &emb, &nx));
-        else STEP(st_forward(u, blk->st, &h, &ctx, &nx));
+        else STEP(st_forward(u, blk->st, &h, ctx, kp, &nx));
     }
     for (int i = 0; i < u->n_out; i++) {
         const ublock *blk = &u->out[i];
@@ -547,7 +631,7 @@ int sd_unet_forward(sd_unet *u, const float *x, const float *t, const float *con
              sd_concat_channels(be, &h, &skip, &nx));
         sd_tensor_free(be, &stack[--sp]);
         STEP(res_forward(u, &blk->res, &h, &emb, &nx));
-        if (blk->st) STEP(st_forward(u, blk->st, &h, &ctx, &nx));
+        if (blk->st) STEP(st_forward(u, blk->st, &h, ctx, kp, &nx));
         if (blk->up.w) {
             /* to the size of the skip the next block concatenates: 2x, or
              * less when a stride-2 conv rounded an odd size up (diffusers'
@@ -560,22 +644,160 @@ int sd_unet_forward(sd_unet *u, const float *x, const float *t, const float *con
     }
     STEP(sd_tensor_new(be, &nx, B, h.h, h.w, h.c) ||
          sd_group_norm(be, &h, GN_GROUPS, GN_EPS_RES, u->out_norm.w, u->out_norm.b, true, &nx));
-    STEP(sd_tensor_new(be, &nx, B, h.h, h.w, u->out_ch) ||
-         sd_conv2d(be, &h, u->out_conv.w, u->out_conv.b, &c3, NULL, &nx));
     if (h.h != H || h.w != W) {
         sd_backend_fail(be, "output is %dx%d, input was %dx%d", h.h, h.w, H, W);
         goto done;
     }
-    if (sd_download_nchw(be, &h, out)) goto done;
+    if (sd_conv2d(be, &h, u->out_conv.w, u->out_conv.b, &c3, NULL, out)) goto done;
     rc = 0;
 done:
-    if (rc) sd_net_backend_error(be, "unet", err, errlen);
     if (h_owned) sd_tensor_free(be, &h);
     while (sp > 0) sd_tensor_free(be, &stack[--sp]);
+    sd_tensor_free(be, &e1);
+    sd_tensor_free(be, &emb);
+    return rc;
+}
+
+/* ---- CUDA graphs of the step (opt-in: sd_backend_cuda_set_graphs) ---------------- */
+
+/* What one captured pass reads and writes: the same device addresses at
+ * every replay, so the inputs are uploaded into these tensors and the output
+ * downloaded from out, outside the graph. */
+struct unet_graph {
+    sd_cuda_graph *slot;     /* the backend's captured pass, NULL = none yet */
+    int B, H, W, L;
+    bool circular, use_kv;
+    unsigned long long kv_gen; /* u->kv_gen at capture: new K/V, new addresses */
+    sd_tensor in, ts, ctx, out;
+};
+
+typedef struct body_call {
+    sd_unet *u;
+    const sd_tensor *in, *ts, *ctx;
+    kv_pass *kp;
+    sd_tensor *out;
+} body_call;
+
+static int body_thunk(void *ud)
+{
+    body_call *c = ud;
+    return unet_body(c->u, c->in, c->ts, c->ctx, c->kp, c->out);
+}
+
+void sd_unet_graph_reset(sd_unet *u)
+{
+    unet_graph *g = u->graph;
+    if (!g) return;
+    sd_backend_cuda_graph_free(u->be, g->slot);
+    sd_tensor_free(u->be, &g->in);
+    sd_tensor_free(u->be, &g->ts);
+    sd_tensor_free(u->be, &g->ctx);
+    sd_tensor_free(u->be, &g->out);
+    free(g);
+    u->graph = NULL;
+}
+
+/* The graph for this pass's shape and K/V, (re)made when they changed. */
+static unet_graph *graph_for(sd_unet *u, int B, int H, int W, int L, bool use_kv)
+{
+    unet_graph *g = u->graph;
+    if (g && g->B == B && g->H == H && g->W == W && g->L == L && g->circular == u->circular &&
+        g->use_kv == use_kv && (!use_kv || g->kv_gen == u->kv_gen))
+        return g;
+    sd_unet_graph_reset(u);
+    g = calloc(1, sizeof *g);
+    if (!g) return NULL;
+    *g = (unet_graph){ .B = B, .H = H, .W = W, .L = L, .circular = u->circular,
+                       .use_kv = use_kv, .kv_gen = u->kv_gen };
+    sd_backend *be = u->be;
+    if (sd_tensor_new(be, &g->in, B, H, W, u->in_ch) || sd_tensor_new(be, &g->ts, B, 1, 1, u->mc) ||
+        (!use_kv && sd_tensor_new(be, &g->ctx, B, 1, L, u->ctx_dim)) ||
+        sd_tensor_new(be, &g->out, B, H, W, u->out_ch)) {
+        u->graph = g;
+        sd_unet_graph_reset(u);
+        return NULL;
+    }
+    u->graph = g;
+    return g;
+}
+
+/* One pass through the graph: eager uploads, the captured (or replayed)
+ * network, an eager download. */
+static int graph_forward(sd_unet *u, const float *x, const float *t, const float *context, int L,
+                         kv_pass *kp, unet_graph *g, float *out)
+{
+    sd_backend *be = u->be;
+    if (sd_upload_nchw(be, x, &g->in) || (!kp->use && sd_upload(be, context, &g->ctx)) ||
+        sd_timestep_embedding(be, t, &g->ts))
+        return -1;
+    (void)L;
+    body_call c = { u, &g->in, &g->ts, &g->ctx, kp, &g->out };
+    if (sd_backend_cuda_graph_run(be, &g->slot, body_thunk, &c)) return -1;
+    return sd_download_nchw(be, &g->out, out);
+}
+
+int sd_unet_forward(sd_unet *u, const float *x, const float *t, const float *context, int L,
+                    int B, int H, int W, float *out, char *err, size_t errlen)
+{
+    sd_backend *be = u->be;
+    if (B < 1 || L < 1 || H < 1 || W < 1) {
+        if (err) snprintf(err, errlen, "unet: empty input (batch %d, latent %dx%d, context %d)",
+                          B, H, W, L);
+        return -1;
+    }
+    sd_tensor in = { 0 }, ctx = { 0 }, ts = { 0 }, o = { 0 };
+    int rc = -1;
+
+    /* cross-attention K/V depend on the context only: a pass with the same
+     * context as the cached one (every step of a generation) reuses them */
+    size_t ctx_n = (size_t)B * (size_t)L * (size_t)u->ctx_dim;
+    kv_pass kp = { 0, false, false };
+    if (u->kv_enabled && u->n_cross > 0) {
+        if (u->kv_valid && u->kv_B == B && u->kv_L == L &&
+            memcmp(u->kv_ctx, context, ctx_n * sizeof(float)) == 0) {
+            kp.use = true;
+            u->kv_hits++;
+        } else {
+            sd_unet_kv_cache_clear(u);
+            u->kv_ctx = malloc(ctx_n * sizeof(float));
+            if (u->kv_ctx) {
+                memcpy(u->kv_ctx, context, ctx_n * sizeof(float));
+                u->kv_B = B;
+                u->kv_L = L;
+                kp.fill = true;
+            }
+            u->kv_misses++;
+        }
+    }
+
+    /* CUDA graphs (opt-in): the steady state only, i.e. not a pass that
+     * fills the K/V cache (its tensors are made during the pass) */
+    if (!kp.fill && sd_backend_cuda_graphs_on(be)) {
+        unet_graph *g = graph_for(u, B, H, W, L, kp.use);
+        if (g) {
+            rc = graph_forward(u, x, t, context, L, &kp, g, out);
+            if (rc) sd_net_backend_error(be, "unet", err, errlen);
+            return rc;
+        }
+        /* no memory for the graph's tensors: the plain pass below */
+    }
+
+    if (sd_tensor_new(be, &in, B, H, W, u->in_ch) || sd_upload_nchw(be, x, &in) ||
+        (!kp.use && (sd_tensor_new(be, &ctx, B, 1, L, u->ctx_dim) ||
+                     sd_upload(be, context, &ctx))) ||
+        sd_tensor_new(be, &ts, B, 1, 1, u->mc) || sd_timestep_embedding(be, t, &ts) ||
+        sd_tensor_new(be, &o, B, H, W, u->out_ch))
+        goto done;
+    if (unet_body(u, &in, &ts, &ctx, &kp, &o)) goto done;
+    if (sd_download_nchw(be, &o, out)) goto done;
+    if (kp.fill) u->kv_valid = true;
+    rc = 0;
+done:
+    if (rc && kp.fill) sd_unet_kv_cache_clear(u);   /* a partial fill is no cache */
+    if (rc) sd_net_backend_error(be, "unet", err, errlen);
     sd_tensor_free(be, &in);
     sd_tensor_free(be, &ctx);
     sd_tensor_free(be, &ts);
-    sd_tensor_free(be, &e1);
-    sd_tensor_free(be, &emb);
+    sd_tensor_free(be, &o);
     return rc;
 }

@@ -47,6 +47,25 @@ int sd_unet_size_multiple(const sd_unet *u);
  * default. */
 void sd_unet_set_circular(sd_unet *u, bool circular);
 
+/* Cross-attention K/V cache, on by default: the K and V projections of the
+ * text context are the same at every sampler step, so the first pass with a
+ * context computes them and keeps them (on the backend, a few MB for SD1.5
+ * at batch 2) together with a host copy of that context; a later pass whose
+ * batch, length and context bytes are equal uses them instead of
+ * recomputing 2 linears per transformer block. Outputs are identical with
+ * or without it. Off frees the cache; clear frees it and keeps it on. */
+void sd_unet_set_kv_cache(sd_unet *u, bool on);
+void sd_unet_kv_cache_clear(sd_unet *u);
+/* On a CUDA backend with graphs on (sd_backend_cuda_set_graphs), each pass
+ * that does not fill the K/V cache runs as one CUDA graph (captured at its
+ * first such pass, per shape and K/V set; inputs uploaded and output
+ * downloaded outside it). Frees that graph and its input/output tensors:
+ * the next pass captures again. Called by sd_unet_destroy. */
+void sd_unet_graph_reset(sd_unet *u);
+/* Passes that reused the cache, and passes that (re)built it. */
+void sd_unet_kv_cache_stats(const sd_unet *u, unsigned long long *hits,
+                            unsigned long long *misses);
+
 /* One forward pass over a batch.
  *   x        [B, in_channels, H, W] (NCHW, host floats). For inpainting
  *            models: [noisy latent (4), mask (1, 1 = repaint), masked-image

@@ -141,8 +141,11 @@ int sd_zip_open(sd_zip *z, const void *base, size_t len, const char *fname, char
         e->name[nlen] = '\0';
         z->n_entries = (size_t)i + 1;
         if (flags & 1u) {
+            /* copy the name first: sd_zip_close frees it (found by fuzz_model_file) */
+            char name[128];
+            snprintf(name, sizeof name, "%s", e->name);
             sd_zip_close(z);
-            return fail(err, errlen, fname, "zip entry '%s' is encrypted", e->name ? e->name : "?");
+            return fail(err, errlen, fname, "zip entry '%s' is encrypted", name);
         }
         e->method = method;
         e->crc32 = crc;

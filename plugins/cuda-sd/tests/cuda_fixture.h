@@ -35,6 +35,7 @@ typedef struct fixture {
     sd_backend *cpu;
     sd_backend *cuda[N_PREC];
     char why[512];              /* why the CUDA backend is unavailable */
+    char lib[PATH_MAX + 64];    /* the library loaded ("" = the default search) */
     bool require;               /* unavailable = failure */
 } fixture;
 
@@ -67,6 +68,7 @@ static inline void exe_dir(char *dir, size_t len)
 static inline int setup_common(fixture *f, const char *lib_path)
 {
     char err[512];
+    snprintf(f->lib, sizeof f->lib, "%s", lib_path ? lib_path : "");
     f->cpu = sd_backend_cpu_create(0, err, sizeof err);
     if (!f->cpu) {
         fprintf(stderr, "cpu backend: %s\n", err);
@@ -76,7 +78,7 @@ static inline int setup_common(fixture *f, const char *lib_path)
     if (sd_cuda_probe(lib_path, &info, f->why, sizeof f->why) != 0) return 0;
     const sd_cuda_precision precs[N_PREC] = { SD_CUDA_PREC_AUTO, SD_CUDA_PREC_F32 };
     for (int i = 0; i < N_PREC; i++) {
-        sd_cuda_options opt = { 0, precs[i], 0, lib_path };
+        sd_cuda_options opt = { 0, precs[i], 0, lib_path, 0, false };
         /* a small workspace makes the sliced paths run on small tensors */
         opt.workspace_mb = 1;
         f->cuda[i] = sd_backend_cuda_create(&opt, f->why, sizeof f->why);

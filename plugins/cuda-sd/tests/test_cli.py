@@ -36,10 +36,21 @@ def model_file(kind):
     return os.path.join(GOLDEN, "models", "tiny_%s.f16.safetensors" % kind)
 
 
-def run_sd(tmp_path, *args, timeout=300):
-    """horde-node --data-dir TMP sd ARGS (default config, no -c)."""
-    cmd = [BINARY, "--data-dir", str(tmp_path / "data"), "sd"] + [str(a) for a in args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+# The default backend is "auto" (CUDA when a usable GPU answers the probe).
+# The golden comparisons hold the CPU backend to one level per channel, so by
+# default the probe is pointed at a library that does not exist: the
+# generation stays on the CPU even on a machine with a GPU.
+NO_GPU = {"HN_SD_CUDA_LIB": "/nonexistent/libhn-sd-cuda.so"}
+EMU_LIB = os.path.join(BUILD, "lib", "libhn-sd-cuda-emu.so")
+
+
+def run_sd(tmp_path, *args, timeout=300, env=None, config=None):
+    """horde-node --data-dir TMP sd ARGS (default config unless config= a file)."""
+    cmd = [BINARY] + (["-c", str(config)] if config else []) + \
+        ["--data-dir", str(tmp_path / "data"), "sd"] + [str(a) for a in args]
+    full_env = dict(os.environ)
+    full_env.update(NO_GPU if env is None else env)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=full_env)
 
 
 # ---- a minimal PNG reader (8-bit RGB/RGBA/gray, non-interlaced) ----------------------
@@ -214,6 +225,77 @@ def test_info_reports_family_and_prediction(tmp_path):
     bad.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}      ")
     r = run_sd(tmp_path, "info", "--model", bad)
     assert r.returncode == 1 and str(bad) in r.stderr
+
+
+# ---- the backend: auto = cuda when a usable GPU is found --------------------------------
+
+
+def test_backend_auto_falls_back_to_cpu_without_a_gpu(tmp_path):
+    r = run_sd(tmp_path, "info", "--model", model_file("sd1"))
+    assert r.returncode == 0, r.stderr
+    assert "backend: cpu (auto: no usable GPU" in r.stdout, r.stdout
+    r = run_sd(tmp_path, "info", "--model", model_file("sd1"), "--backend", "cuda")
+    assert "backend: cuda (explicit)" in r.stdout, r.stdout
+    r = run_sd(tmp_path, "info", "--model", model_file("sd1"), "--backend", "tpu")
+    assert r.returncode == 2 and "tpu" in r.stderr
+    r = run_sd(tmp_path, "txt2img", "--model", model_file("sd1"), "--prompt", "x",
+               "--backend", "tpu", "-o", tmp_path / "a.png")
+    assert r.returncode == 2 and "tpu" in r.stderr
+
+
+@pytest.mark.skipif(not os.path.exists(EMU_LIB), reason="the emulated CUDA library is not built")
+def test_backend_auto_picks_cuda_when_a_gpu_answers(tmp_path):
+    # the emulated CUDA library stands in for a GPU: the probe finds "a device"
+    gpu = {"HN_SD_CUDA_LIB": EMU_LIB}
+    r = run_sd(tmp_path, "info", "--model", model_file("sd1"), env=gpu)
+    assert r.returncode == 0, r.stderr
+    assert "backend: cuda (auto: CPU emulation of a CUDA device, compute 9.0" in r.stdout, \
+        r.stdout
+    # an explicit --backend wins over the probe
+    r = run_sd(tmp_path, "info", "--model", model_file("sd1"), "--backend", "cpu", env=gpu)
+    assert "backend: cpu (explicit)" in r.stdout, r.stdout
+    # so does the config key
+    conf = tmp_path / "node.conf"
+    conf.write_text('load = [ "cuda-sd" ];\nplugins: { cuda-sd: { backend = "cpu"; }; };\n')
+    r = run_sd(tmp_path, "info", "--model", model_file("sd1"), env=gpu, config=conf)
+    assert r.returncode == 0, r.stderr
+    assert "backend: cpu (explicit)" in r.stdout, r.stdout
+    # a generation really runs there, and says so
+    out = tmp_path / "gpu.png"
+    r = run_sd(tmp_path, "txt2img", "--model", model_file("sd1"), "--vocab", VOCAB,
+               "--prompt", "a cat", "--seed", "5", "--steps", "2", "--width", "64",
+               "--height", "64", "-o", out, env=gpu, timeout=900)
+    assert r.returncode == 0, r.stderr
+    assert "backend: cuda (auto:" in r.stderr, r.stderr
+    cpu_out = tmp_path / "cpu.png"
+    r = run_sd(tmp_path, "txt2img", "--model", model_file("sd1"), "--vocab", VOCAB,
+               "--prompt", "a cat", "--seed", "5", "--steps", "2", "--width", "64",
+               "--height", "64", "-o", cpu_out)
+    assert r.returncode == 0 and "backend: cpu (auto: no usable GPU" in r.stderr, r.stderr
+    w1, h1, c1, px1 = read_png(str(out))
+    w2, h2, c2, px2 = read_png(str(cpu_out))
+    assert (w1, h1) == (w2, h2) == (64, 64)
+    # fp16 GEMMs: close to the CPU image, not identical
+    assert max(abs(a - b) for a, b in zip(px1, px2)) <= 24
+
+
+def test_config_keys_of_the_model_cache(tmp_path):
+    conf = tmp_path / "node.conf"
+    conf.write_text('load = [ "cuda-sd" ];\n'
+                    'plugins: { cuda-sd: { vram_budget_mb = 4096; models_in_ram = 3; }; };\n')
+    r = subprocess.run([BINARY, "-t", "-c", str(conf), "--data-dir", str(tmp_path / "d")],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert 'backend = "auto"' in r.stdout and "vram_budget_mb = 4096" in r.stdout, r.stdout
+    assert "models_in_ram = 3" in r.stdout, r.stdout
+    conf.write_text('load = [ "cuda-sd" ];\nplugins: { cuda-sd: { models_in_ram = 99; }; };\n')
+    r = subprocess.run([BINARY, "-t", "-c", str(conf), "--data-dir", str(tmp_path / "d")],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0 and "models_in_ram" in r.stderr, r.stderr
+    conf.write_text('load = [ "cuda-sd" ];\nplugins: { cuda-sd: { backend = "tpu"; }; };\n')
+    r = subprocess.run([BINARY, "-t", "-c", str(conf), "--data-dir", str(tmp_path / "d")],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0 and "auto, cpu or cuda" in r.stderr, r.stderr
 
 
 def test_tokenize_matches_golden(tmp_path):

@@ -161,7 +161,7 @@ static void test_missing_library(void **state)
 {
     (void)state;
     char err[512] = "";
-    sd_cuda_options opt = { 0, SD_CUDA_PREC_AUTO, 0, "/nonexistent/libhn-sd-cuda.so" };
+    sd_cuda_options opt = { 0, SD_CUDA_PREC_AUTO, 0, "/nonexistent/libhn-sd-cuda.so", 0, false };
     assert_null(sd_backend_cuda_create(&opt, err, sizeof err));
     assert_non_null(strstr(err, "nonexistent"));
     assert_int_equal(sd_cuda_probe("/nonexistent/libhn-sd-cuda.so", NULL, err, sizeof err), -1);
@@ -542,6 +542,46 @@ static void test_elementwise(void **state)
     weight_free(pos);
 }
 
+/* Nearest upsampling to any larger size (PyTorch's explicit-size rule), as
+ * the UNet needs for latents that are not a multiple of 8: 12x12 latents go
+ * 12 -> 6 -> 3 -> 2 down and 2 -> 3 -> 6 -> 12 up. Exact against the CPU. */
+static void test_upsample_any_size(void **state)
+{
+    fixture *f = *state;
+    NEED_CUDA(f);
+    static const int sizes[][4] = { { 2, 2, 3, 3 }, { 3, 3, 6, 6 }, { 5, 7, 9, 13 },
+                                    { 4, 6, 8, 12 }, { 1, 1, 3, 2 }, { 6, 6, 6, 7 } };
+    const int n = 2, c = 5;
+    for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
+        int h = sizes[k][0], w = sizes[k][1], oh = sizes[k][2], ow = sizes[k][3];
+        float *in = rand_vec((size_t)n * h * w * c, 2.0f);
+        float *want = NULL;
+        for (int pi = -1; pi < 1; pi++) {
+            sd_backend *be = pi < 0 ? f->cpu : f->cuda[0];
+            sd_tensor x = tensor_from(be, n, h, w, c, in), o = tensor_from(be, n, oh, ow, c, NULL);
+            if (sd_upsample_nearest2x(be, &x, &o) != 0)
+                fail_msg("%s upsample %dx%d -> %dx%d: %s", be->ops->name, h, w, oh, ow,
+                         sd_backend_error(be));
+            float *got = tensor_get(be, &o);
+            if (pi < 0) {
+                want = got;
+            } else {
+                assert_memory_equal(got, want, (size_t)n * oh * ow * c * sizeof(float));
+                free(got);
+            }
+            sd_tensor_free(be, &x);
+            sd_tensor_free(be, &o);
+        }
+        free(want);
+        free(in);
+    }
+    /* shrinking is an error, not a read out of bounds */
+    sd_tensor x = tensor_from(f->cuda[0], 1, 4, 4, 2, NULL), o = tensor_from(f->cuda[0], 1, 3, 8, 2, NULL);
+    assert_int_equal(sd_upsample_nearest2x(f->cuda[0], &x, &o), -1);
+    sd_tensor_free(f->cuda[0], &x);
+    sd_tensor_free(f->cuda[0], &o);
+}
+
 /* ---- transfers, errors, weight cache, memory ---------------------------------------- */
 
 static void test_layouts(void **state)
@@ -638,14 +678,134 @@ static void test_memory_stats(void **state)
     assert_true(m.device_total > 0);
     sd_tensor_free(be, &t);
     assert_int_equal(sd_backend_cuda_memory(f->cpu, &m, false), -1);   /* not CUDA */
+    assert_int_equal(sd_backend_cuda_trim(be), 0);
+    assert_int_equal(sd_backend_cuda_trim(f->cpu), -1);
+}
+
+/* API version 3: the scratch limit and the graph switch (graph runs
+ * themselves: test_cuda_engine's test_unet_graphs_equal_eager). */
+static int add_one(void *ud)
+{
+    ++*(int *)ud;
+    return 0;
+}
+
+static void test_workspace_limit_and_graph_switch(void **state)
+{
+    fixture *f = *state;
+    NEED_CUDA(f);
+    char err[512];
+    sd_cuda_options o = { 0, SD_CUDA_PREC_AUTO, 0, f->lib[0] ? f->lib : NULL, 0, false };
+    sd_backend *be = sd_backend_cuda_create(&o, err, sizeof err);
+    if (!be) fail_msg("%s", err);
+    size_t old = 0;
+    assert_int_equal(sd_backend_cuda_set_workspace_limit(be, 1 << 20, &old), 0);
+    assert_int_equal((int)(old >> 20), 128);   /* the default */
+    assert_int_equal(sd_backend_cuda_set_workspace_limit(be, 0, &old), 0);
+    assert_int_equal((int)(old >> 20), 1);
+    assert_int_equal(sd_backend_cuda_set_workspace_limit(be, 0, &old), 0);
+    assert_int_equal((int)(old >> 20), 128);   /* 0 restored the creation value */
+    /* graphs off: graph_run just calls the function, every time */
+    assert_false(sd_backend_cuda_graphs_on(be));
+    sd_cuda_graph *slot = NULL;
+    int calls = 0;
+    assert_int_equal(sd_backend_cuda_graph_run(be, &slot, add_one, &calls), 0);
+    assert_int_equal(sd_backend_cuda_graph_run(be, &slot, add_one, &calls), 0);
+    assert_int_equal(calls, 2);
+    assert_int_equal(sd_backend_cuda_set_graphs(be, true), 0);
+    assert_true(sd_backend_cuda_graphs_on(be));
+    assert_int_equal(sd_backend_cuda_set_graphs(be, false), 0);
+    assert_false(sd_backend_cuda_graphs_on(be));
+    sd_backend_cuda_graph_free(be, slot);
+    /* not CUDA */
+    assert_false(sd_backend_cuda_graphs_on(f->cpu));
+    assert_int_equal(sd_backend_cuda_set_graphs(f->cpu, true), -1);
+    assert_int_equal(sd_backend_cuda_set_workspace_limit(f->cpu, 1, NULL), -1);
+    sd_backend_destroy(be);
+}
+
+/* API version 2: precision switch, VRAM budget with LRU eviction, dropping
+ * one model's copies, pinning host memory. */
+static void test_weight_budget_and_drop(void **state)
+{
+    fixture *f = *state;
+    NEED_CUDA(f);
+    char err[512];
+    sd_cuda_options o = { 0, SD_CUDA_PREC_AUTO, 0, f->lib[0] ? f->lib : NULL, 0, false };
+    sd_backend *be = sd_backend_cuda_create(&o, err, sizeof err);
+    if (!be) fail_msg("%s", err);
+    sd_cuda_precision old;
+    assert_int_equal(sd_backend_cuda_set_precision(be, SD_CUDA_PREC_TF32, &old), 0);
+    assert_int_equal(old, SD_CUDA_PREC_AUTO);
+    assert_int_equal(sd_backend_cuda_set_precision(be, (sd_cuda_precision)9, NULL), -1);
+    assert_int_equal(sd_backend_cuda_set_precision(be, SD_CUDA_PREC_AUTO, NULL), 0);
+    /* four 64x64 F32 linear weights of 16 KB each on the device (fp16: 8 KB) */
+    enum { NW = 4 };
+    test_weight *w[NW];
+    int64_t shape[2] = { 64, 64 };
+    for (int i = 0; i < NW; i++) {
+        char name[64];
+        snprintf(name, sizeof name, "model.diffusion_model.l%d.weight", i);
+        w[i] = weight_new(name, SD_DTYPE_F32, 2, shape, 1.0f);
+    }
+    float *xin = rand_vec(64, 1.0f);
+    sd_tensor x = tensor_from(be, 1, 1, 1, 64, xin), y = tensor_from(be, 1, 1, 1, 64, NULL);
+    float first[64], again[64];
+    assert_int_equal(sd_linear(be, &x, &w[0]->info, NULL, NULL, &y), 0);
+    assert_int_equal(sd_download(be, &y, first), 0);
+    sd_cuda_memory m;
+    assert_int_equal(sd_backend_cuda_memory(be, &m, false), 0);
+    size_t one = m.weights;
+    assert_true(one > 0 && m.weight_uploads == 1);
+    /* a budget of two weights: using all four evicts the oldest */
+    assert_int_equal(sd_backend_cuda_set_vram_budget(be, 2 * one), 0);
+    for (int r = 0; r < 2; r++)
+        for (int i = 0; i < NW; i++)
+            assert_int_equal(sd_linear(be, &x, &w[i]->info, NULL, NULL, &y), 0);
+    assert_int_equal(sd_backend_cuda_memory(be, &m, false), 0);
+    assert_true(m.weights <= 2 * one);
+    assert_true(m.weight_evictions >= 6);
+    assert_int_equal((int)m.weights_budget, (int)(2 * one));
+    /* w[0] was evicted; used again it is uploaded again, same result */
+    assert_int_equal(sd_linear(be, &x, &w[0]->info, NULL, NULL, &y), 0);
+    assert_int_equal(sd_download(be, &y, again), 0);
+    assert_memory_equal(first, again, sizeof first);
+    /* dropping one tensor's range frees exactly its copy */
+    assert_int_equal(sd_backend_cuda_memory(be, &m, false), 0);
+    size_t before = m.weights;
+    const char *lo = w[0]->info.data;
+    assert_true(sd_backend_cuda_drop_weights(be, lo, lo + w[0]->info.nbytes) == (long long)one);
+    assert_int_equal(sd_backend_cuda_memory(be, &m, false), 0);
+    assert_int_equal((int)(before - m.weights), (int)one);
+    /* no budget: nothing is evicted any more */
+    assert_int_equal(sd_backend_cuda_set_vram_budget(be, 0), 0);
+    unsigned long long ev = m.weight_evictions;
+    for (int i = 0; i < NW; i++) assert_int_equal(sd_linear(be, &x, &w[i]->info, NULL, NULL, &y), 0);
+    assert_int_equal(sd_backend_cuda_memory(be, &m, false), 0);
+    assert_true(m.weight_evictions == ev && m.weights == NW * one);
+    /* page-locking host memory, and undoing it */
+    assert_int_equal(sd_backend_cuda_pin_host(be, w[1]->info.data, w[1]->info.nbytes), 0);
+    assert_int_equal(sd_backend_cuda_memory(be, &m, false), 0);
+    assert_true(m.host_pinned >= w[1]->info.nbytes);
+    sd_backend_cuda_unpin_host(be, w[1]->info.data);
+    assert_int_equal(sd_backend_cuda_memory(be, &m, false), 0);
+    assert_int_equal((int)m.host_pinned, 0);
+    sd_tensor_free(be, &x);
+    sd_tensor_free(be, &y);
+    sd_backend_destroy(be);
+    for (int i = 0; i < NW; i++) weight_free(w[i]);
+    free(xin);
 }
 
 #define FX_TESTS                                                                             \
     cmocka_unit_test(test_probe), cmocka_unit_test(test_conv2d), cmocka_unit_test(test_linear), \
         cmocka_unit_test(test_group_norm), cmocka_unit_test(test_layer_norm),                \
         cmocka_unit_test(test_attention), cmocka_unit_test(test_elementwise),                \
+        cmocka_unit_test(test_upsample_any_size),                                            \
         cmocka_unit_test(test_layouts), cmocka_unit_test(test_shape_errors),                 \
-        cmocka_unit_test(test_weight_cache_refresh), cmocka_unit_test(test_memory_stats)
+        cmocka_unit_test(test_weight_cache_refresh), cmocka_unit_test(test_memory_stats),      \
+        cmocka_unit_test(test_weight_budget_and_drop),                                        \
+        cmocka_unit_test(test_workspace_limit_and_graph_switch)
 
 int main(void)
 {

@@ -228,6 +228,66 @@ static void test_cancel_and_bad_jobs(void **state)
     assert_int_equal(cuda_sd_generator_vt.generate(&f->sd, &job, &r, &err), HN_ERROR);
 }
 
+/* Several models in host RAM (models_in_ram): switching back to a model
+ * still open loads nothing; past the limit the least recently used closes;
+ * results do not depend on what was open before. */
+static void test_models_in_ram(void **state)
+{
+    fixture *f = *state;
+    char sd1[1024], sd2[1024], sd1_abs[4096], sd2_abs[4096];
+    golden_path(sd1, sizeof sd1, "models/tiny_sd1.f16.safetensors");
+    golden_path(sd2, sizeof sd2, "models/tiny_sd2.f16.safetensors");
+    assert_non_null(realpath(sd1, sd1_abs));
+    assert_non_null(realpath(sd2, sd2_abs));
+    json_t *settings = json_pack("{s:{s:s, s:s}}", "models", "one", sd1_abs, "two", sd2_abs);
+    hn_error err = {0};
+    assert_int_equal(cuda_sd_generator_vt.configure(&f->sd, settings, &err), HN_OK);
+    json_decref(settings);
+    f->conf.models_in_ram = 2;
+    const char *order[] = {"one", "two", "one", "two", "one"};
+    unsigned char *first = NULL;
+    size_t first_len = 0;
+    for (size_t i = 0; i < sizeof order / sizeof order[0]; i++) {
+        json_t *payload = json_pack("{s:s, s:i, s:i, s:i, s:s}", "prompt", "a cat", "seed", 3,
+                                    "steps", 1, "width", 64, "sampler_name", "k_euler");
+        hn_gen_job job = {.size = sizeof job, .model = order[i], .payload = payload};
+        hn_gen_result res = {0};
+        if (cuda_sd_generator_vt.generate(&f->sd, &job, &res, &err) != HN_OK)
+            fail_msg("%s: %s", order[i], err.message);
+        size_t len = (size_t)res.images[0].width * res.images[0].height * res.images[0].channels;
+        if (strcmp(order[i], "one") == 0) {
+            if (!first) {
+                first = malloc(len);
+                memcpy(first, res.images[0].pixels, len);
+                first_len = len;
+            } else {
+                assert_int_equal(len, first_len);
+                assert_memory_equal(res.images[0].pixels, first, len);
+            }
+        }
+        cuda_sd_generator_vt.result_free(&f->sd, &res);
+        json_decref(payload);
+    }
+    free(first);
+    sd_model_cache_stats st;
+    sd_model_cache_stats_get(f->sd.cache, &st);
+    assert_int_equal((int)st.loads, 2);   /* both stayed open */
+    assert_int_equal(st.open, 2);
+    /* one model in RAM: every switch reopens */
+    cuda_sd_generator_release(&f->sd);
+    f->conf.models_in_ram = 1;
+    for (size_t i = 0; i < 3; i++) {
+        json_t *payload = json_pack("{s:s, s:i, s:i}", "prompt", "a cat", "steps", 1, "width", 64);
+        hn_gen_job job = {.size = sizeof job, .model = order[i], .payload = payload};
+        hn_gen_result res = {0};
+        assert_int_equal(cuda_sd_generator_vt.generate(&f->sd, &job, &res, &err), HN_OK);
+        cuda_sd_generator_vt.result_free(&f->sd, &res);
+        json_decref(payload);
+    }
+    sd_model_cache_stats_get(f->sd.cache, &st);
+    assert_true(st.loads == 3 && st.closed == 2 && st.open == 1);
+}
+
 static void test_seed_rule(void **state)
 {
     (void)state;
@@ -246,6 +306,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_payload_to_images, setup, teardown),
         cmocka_unit_test_setup_teardown(test_source_and_mask, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cancel_and_bad_jobs, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_models_in_ram, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

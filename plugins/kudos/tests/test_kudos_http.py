@@ -42,7 +42,7 @@ USERS = [  # created in this order: admin is user 1, the only one who may award
 
 
 class Horde:
-    def __init__(self, make_node, kudos=None, broker=True, pg_dsn=None):
+    def __init__(self, make_node, kudos=None, broker=True, pg_dsn=None, broker_conf=None):
         conf = {}
         if HAVE_SHARED:
             conf = {"price_model": MODEL, "model_reference": REFERENCE}
@@ -56,6 +56,7 @@ class Horde:
             plugins["broker"] = {"max_untrusted_workers": 1000}
             if HAVE_SHARED:
                 plugins["broker"]["model_reference"] = REFERENCE
+            plugins["broker"].update(broker_conf or {})
         self.node = make_node(load=load,
                               providers={"storage": "postgres" if pg_dsn else "sqlite", "images": "fs"},
                               plugins=plugins, start=False)

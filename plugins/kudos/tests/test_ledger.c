@@ -131,7 +131,7 @@ static void assert_consistent(fixture *f) {
 
 static void activate(fixture *f, const char *id, int64_t user, kd_burn_flags burn, int n,
                      const char *reservation, int64_t now) {
-    kd_request_info r = {id, user, 10.0, burn, n, 1.0, reservation};
+    kd_request_info r = {id, user, 10.0, burn, n, 1.0, reservation, 0};
     hn_error err = {0};
     if (kd_op_activate(&f->l, &r, now, &err) != HN_OK)
         fail_msg("activate %s: %s", id, err.message);
@@ -193,7 +193,7 @@ static void test_debits_clamp_at_the_floor(void **state) {
     activate(f, "req-carol", f->carol, plain, 1, NULL, T0);
     assert_int_equal(account(f, f->carol).balance, 2500);
     /* the anonymous user goes down to -50 and no further */
-    kd_owner trusted = {f->dave, true, 0};
+    kd_owner trusted = {f->dave, true, 0, false};
     activate(f, "req-anon", 0, plain, 1, NULL, T0);
     assert_int_equal(account(f, 0).balance, -100);
     settle(f, "job-anon", "req-anon", 0, trusted, 60, false, REGEN, T0);
@@ -215,7 +215,7 @@ static void test_settle_charges_requester_and_pays_owner(void **state) {
     activate(f, "req-1", f->alice, heavy, 3, NULL, T0);
     kd_account a0 = account(f, f->alice), d0 = account(f, f->dave);
     assert_int_equal(a0.balance, 50000 - 100); /* the activation tax */
-    kd_owner dave = {f->dave, true, 0};
+    kd_owner dave = {f->dave, true, 0, false};
     kd_settled s = settle(f, "job-1", "req-1", f->alice, dave, 10, false, REGEN, T0);
     assert_true(s.request_known);
     /* ((10 * 1.3 * 1.05) + 1) * 1.2 * 1.1 = 19.338 */
@@ -267,7 +267,7 @@ static void test_untrusted_owner_escrow_and_promotion(void **state) {
     activate(f, "req-e", f->alice, plain, 100, NULL, T0);
     kd_trust trust = {100, 7 * 86400};
     /* erin: untrusted, old enough; half of each 15.23 goes to escrow */
-    kd_owner erin = {f->erin, false, T0 - 8 * 86400};
+    kd_owner erin = {f->erin, false, T0 - 8 * 86400, false};
     kd_job_settle s = {"job-e1", "req-e", "w-e", REGEN, f->alice, erin, 15.23, false};
     kd_settled out;
     hn_error err = {0};
@@ -287,6 +287,15 @@ static void test_untrusted_owner_escrow_and_promotion(void **state) {
     assert_int_equal(kd_op_uptime(&f->l, "w-e", &erin, 56, &trust, "up:1", T0, &promoted, &err),
                      HN_OK);
     assert_int_equal(account(f, f->erin).escrow, 762 + 5600);
+    /* over 100 in escrow but suspicious (§3.5): stays in escrow, not promoted */
+    s.job_id = "job-e2s";
+    s.gen_kudos = 2;
+    s.owner.suspicious = true;
+    assert_int_equal(kd_op_settle_job(&f->l, &s, &trust, T0, &out, &err), HN_OK);
+    assert_false(out.promoted);
+    assert_false(account(f, f->erin).promoted);
+    assert_int_equal(account(f, f->erin).escrow, 762 + 5600 + 100);
+    s.owner.suspicious = false;
     /* over 100 in escrow: released into the balance, promoted */
     s.job_id = "job-e2";
     s.gen_kudos = 80;
@@ -295,21 +304,21 @@ static void test_untrusted_owner_escrow_and_promotion(void **state) {
     e = account(f, f->erin);
     assert_true(e.promoted);
     assert_int_equal(e.escrow, 0);
-    assert_int_equal(e.balance, 761 + 762 + 5600 + 8000);
+    assert_int_equal(e.balance, 761 + 762 + 5600 + 8000 + 100 + 100); /* + job-e2s, both halves */
     /* trusted from now on: everything spendable */
     s.job_id = "job-e3";
     s.gen_kudos = 10;
     assert_int_equal(kd_op_settle_job(&f->l, &s, &trust, T0, &out, &err), HN_OK);
     assert_true(out.escrowed == 0);
-    assert_int_equal(account(f, f->erin).balance, 761 + 762 + 5600 + 8000 + 1000);
+    assert_int_equal(account(f, f->erin).balance, 761 + 762 + 5600 + 8000 + 200 + 1000);
     /* a young account is never promoted, however much it earns */
-    kd_owner carol = {f->carol, false, T0 - 3600};
+    kd_owner carol = {f->carol, false, T0 - 3600, false};
     kd_job_settle c = {"job-c1", "req-e", "w-c", REGEN, f->alice, carol, 1000, false};
     assert_int_equal(kd_op_settle_job(&f->l, &c, &trust, T0, &out, &err), HN_OK);
     assert_false(out.promoted);
     assert_int_equal(account(f, f->carol).escrow, 50000);
     /* the anonymous user never escrows */
-    kd_owner anon = {0, false, 0};
+    kd_owner anon = {0, false, 0, false};
     kd_job_settle a = {"job-a1", "req-e", "w-a", REGEN, f->alice, anon, 10, false};
     assert_int_equal(kd_op_settle_job(&f->l, &a, &trust, T0, &out, &err), HN_OK);
     assert_true(out.escrowed == 0);
@@ -322,7 +331,10 @@ static void test_untrusted_owner_escrow_and_promotion(void **state) {
 static hn_rc transfer(fixture *f, int64_t from, uint32_t from_roles, int64_t to, uint32_t to_roles,
                       long long amount, const char *key, int64_t now, bool *replayed,
                       hn_error *err) {
-    kd_transfer t = {{from, from_roles}, {to, to_roles}, amount, key};
+    kd_transfer t = {.source = {.id = from, .roles = from_roles},
+                     .target = {.id = to, .roles = to_roles},
+                     .amount = amount,
+                     .idempotency_key = key};
     memset(err, 0, sizeof(*err));
     return kd_op_transfer(&f->l, &t, now, replayed, err);
 }
@@ -426,7 +438,7 @@ static void test_reservations(void **state) {
     assert_int_equal(query_int(f, "SELECT amount FROM kudos_reservations WHERE request_id = ?", req,
                                1),
                      40000);
-    kd_owner dave = {f->dave, true, 0};
+    kd_owner dave = {f->dave, true, 0, false};
     settle(f, "job-r1", "req-r", f->alice, dave, 99, false, REGEN, T0);
     assert_int_equal(query_int(f, "SELECT amount FROM kudos_reservations WHERE request_id = ?", req,
                                1),
@@ -467,6 +479,185 @@ static void test_reservations(void **state) {
 }
 
 /* ---- property: balances are always the sums of their rows --------------------------------------------- */
+
+/* ---- exactly once, styles, released reservations, promotions reaching auth ---------------- */
+
+static int64_t rows_of_event(fixture *f, const char *event) {
+    hn_value a[] = {HN_V_TEXT(event)};
+    return query_int(f, "SELECT COUNT(*) FROM kudos_ledger WHERE event = ?", a, 1);
+}
+
+static void test_an_event_moves_kudos_once_even_after_its_key_is_pruned(void **state) {
+    fixture *f = *state;
+    kd_burn_flags plain = {false, 1.0, true, false};
+    kd_owner dave = {f->dave, true, 0, false};
+    activate(f, "req-x", f->alice, plain, 1, NULL, T0);
+    settle(f, "job-x", "req-x", f->alice, dave, 10, false, REGEN, T0);
+    kd_account a = account(f, f->alice), d = account(f, f->dave);
+    int64_t rows = query_int(f, "SELECT COUNT(*) FROM kudos_ledger", NULL, 0);
+    assert_int_equal(rows_of_event(f, "job:job-x"), 2); /* usage, generation */
+    /* the broker re-announces the same request and job (a restart): nothing moves */
+    activate(f, "req-x", f->alice, plain, 1, NULL, T0 + 5);
+    assert_true(settle(f, "job-x", "req-x", f->alice, dave, 10, false, REGEN, T0 + 5).duplicate);
+    /* and again after the event keys were pruned: the rows are the record */
+    hn_error err = {0};
+    assert_int_equal(kd_op_prune(&f->l, T0 + 90000, 120, 1800, &err), HN_OK);
+    assert_int_equal(query_int(f, "SELECT COUNT(*) FROM kudos_events", NULL, 0), 0);
+    activate(f, "req-x", f->alice, plain, 1, NULL, T0 + 90000);
+    assert_true(settle(f, "job-x", "req-x", f->alice, dave, 10, false, REGEN, T0 + 90000)
+                    .duplicate);
+    assert_int_equal(account(f, f->alice).balance, a.balance);
+    assert_int_equal(account(f, f->dave).balance, d.balance);
+    assert_int_equal(query_int(f, "SELECT COUNT(*) FROM kudos_ledger", NULL, 0), rows);
+    /* the unique index refuses a second row of the same event, reason and bucket */
+    kd_tx tx;
+    kd_account acc;
+    assert_int_equal(kd_tx_begin(&f->l, &tx, T0, &err), HN_OK);
+    assert_int_equal(kd_tx_lock(&tx, f->alice, &acc), HN_OK);
+    kd_posting again = {KD_BALANCE, -100, "usage", "accumulated", "req-x", -1, "job:job-x"};
+    assert_int_equal(kd_tx_post(&tx, &acc, &again), HN_ERROR);
+    kd_tx_abort(&tx);
+    assert_consistent(f);
+}
+
+static void test_another_user_s_style_costs_2_and_pays_its_owner(void **state) {
+    fixture *f = *state;
+    kd_burn_flags plain = {false, 1.0, true, false};
+    hn_error err = {0};
+    kd_request_info styled = {"req-s", f->alice, 10.0, plain, 1, 1.0, NULL, f->carol};
+    assert_int_equal(kd_op_activate(&f->l, &styled, T0, &err), HN_OK);
+    assert_int_equal(account(f, f->alice).balance, 50000 - 300); /* 1 + 2 */
+    assert_int_equal(account(f, f->carol).balance, 200);
+    json_t *d = json_object();
+    assert_int_equal(kd_ledger_details(&f->l, f->carol, d, &err), HN_OK);
+    assert_true(json_real_value(json_object_get(d, "styled")) == 2.0);
+    json_decref(d);
+    /* one's own style is free: dave pays the plain tax */
+    kd_request_info own = {"req-o", f->dave, 10.0, plain, 1, 1.0, NULL, f->dave};
+    assert_int_equal(kd_op_activate(&f->l, &own, T0, &err), HN_OK);
+    assert_int_equal(account(f, f->dave).balance, 100000 - 100);
+    /* replayed: once */
+    assert_int_equal(kd_op_activate(&f->l, &styled, T0 + 1, &err), HN_OK);
+    assert_int_equal(account(f, f->carol).balance, 200);
+    assert_int_equal(account(f, f->alice).balance, 50000 - 300);
+    assert_consistent(f);
+}
+
+static void test_an_ended_request_releases_its_reservation_at_once(void **state) {
+    fixture *f = *state;
+    bool granted;
+    int64_t available;
+    hn_error err = {0};
+    kd_burn_flags plain = {false, 1.0, true, false};
+    assert_int_equal(kd_op_reserve(&f->l, f->alice, 40000, "tok-e", T0, &granted, &available, &err),
+                     HN_OK);
+    assert_true(granted);
+    activate(f, "req-e", f->alice, plain, 3, "tok-e", T0);
+    hn_value req[] = {HN_V_TEXT("req-e")};
+    assert_int_equal(
+        query_int(f, "SELECT COUNT(*) FROM kudos_reservations WHERE request_id = ?", req, 1), 1);
+    /* cancelled after one image: the rest is free at once, not after request_ttl_s */
+    kd_owner dave = {f->dave, true, 0, false};
+    settle(f, "job-e1", "req-e", f->alice, dave, 10, false, REGEN, T0);
+    assert_int_equal(kd_op_release_request(&f->l, "req-e", T0 + 1, &err), HN_OK);
+    assert_int_equal(
+        query_int(f, "SELECT COUNT(*) FROM kudos_reservations WHERE request_id = ?", req, 1), 0);
+    /* an image still in flight settles as usual */
+    settle(f, "job-e2", "req-e", f->alice, dave, 10, false, REGEN, T0 + 2);
+    assert_int_equal(account(f, f->alice).balance, 50000 - 100 - 2 * 1100); /* slow workers */
+    assert_int_equal(kd_op_reserve(&f->l, f->alice, 50000 - 100 - 2200 - 2500, "tok-f", T0 + 3,
+                                   &granted, &available, &err),
+                     HN_OK);
+    assert_true(granted); /* everything above the floor is available again */
+    assert_consistent(f);
+}
+
+static void test_promotions_wait_until_their_role_reached_auth(void **state) {
+    fixture *f = *state;
+    hn_error err = {0};
+    kd_trust trust = {1, 0};
+    kd_owner erin = {f->erin, false, T0 - 86400, false};
+    bool promoted = false;
+    assert_int_equal(kd_op_uptime(&f->l, "w-e", &erin, 52, &trust, "up:e", T0, &promoted, &err),
+                     HN_OK);
+    assert_true(promoted);
+    int64_t ids[4];
+    size_t n = 0;
+    assert_int_equal(kd_op_unsynced_promotions(&f->l, ids, 4, &n, &err), HN_OK);
+    assert_int_equal(n, 1);
+    assert_int_equal(ids[0], f->erin);
+    /* until the role is through, the ledger counts her as trusted: no escrow */
+    kd_account e = account(f, f->erin);
+    assert_true(kd_trusted_pending(&e));
+    assert_int_equal(kd_op_uptime(&f->l, "w-e", &erin, 52, &trust, "up:e1", T0 + 1, &promoted,
+                                  &err),
+                     HN_OK);
+    assert_false(promoted);
+    assert_int_equal(account(f, f->erin).escrow, 0);
+    assert_int_equal(kd_op_mark_role_synced(&f->l, f->erin, &err), HN_OK);
+    assert_int_equal(kd_op_unsynced_promotions(&f->l, ids, 4, &n, &err), HN_OK);
+    assert_int_equal(n, 0);
+    /* then the role decides: with it, rewards are spendable ... */
+    kd_owner trusted_erin = {f->erin, true, T0 - 86400, false};
+    int64_t before = account(f, f->erin).balance;
+    assert_int_equal(kd_op_uptime(&f->l, "w-e", &trusted_erin, 52, &trust, "up:e2", T0 + 2,
+                                  &promoted, &err),
+                     HN_OK);
+    assert_int_equal(account(f, f->erin).balance, before + 5200);
+    /* ... and a moderator who took it away sees her escrowed, then promoted again */
+    assert_int_equal(kd_op_uptime(&f->l, "w-e", &erin, 52, &trust, "up:e3", T0 + 3, &promoted,
+                                  &err),
+                     HN_OK);
+    assert_true(promoted);
+    assert_int_equal(rows_with_reason(f, f->erin, "escrow_release"), 4);
+    assert_int_equal(kd_op_unsynced_promotions(&f->l, ids, 4, &n, &err), HN_OK);
+    assert_int_equal(n, 1);
+    assert_consistent(f);
+}
+
+static void test_monthly_kudos_once_a_calendar_month(void **state) {
+    fixture *f = *state;
+    /* 2027-01-31 12:00 UTC -> 2027-02-28 12:00 (clamped); December -> January */
+    assert_int_equal(kd_month_after(1801396800LL), 1803816000LL);
+    assert_int_equal(kd_month_after(1828872000LL), 1831550400LL); /* 2027-12-15 -> 2028-01-15 */
+    if (!f->l.have_monthly)
+        skip(); /* auth's users table without its migration 2 */
+    hn_error err = {0};
+    hn_db *db = sq_storage_vt.acquire(f->store, &err);
+    hn_value carol[] = {HN_V_INT(f->carol)}, dave[] = {HN_V_INT(HN_ROLE_MODERATOR),
+                                                       HN_V_INT(f->dave)};
+    assert_int_equal(sq_storage_vt.exec(db, "UPDATE users SET monthly_kudos = 100 WHERE id = ?",
+                                        carol, 1, NULL, &err),
+                     HN_OK);
+    assert_int_equal(
+        sq_storage_vt.exec(db, "UPDATE users SET roles = ? WHERE id = ?", dave, 2, NULL, &err),
+        HN_OK);
+    sq_storage_vt.release(f->store, db);
+    int paid = 0;
+    /* never received: paid at once; carol her 100, dave (moderator) the extra */
+    assert_int_equal(kd_op_monthly(&f->l, T0, 300000, &paid, &err), HN_OK);
+    assert_int_equal(paid, 2);
+    assert_int_equal(account(f, f->carol).balance, 10000);
+    assert_int_equal(account(f, f->dave).balance, 100000 + 30000000);
+    int64_t last = 0;
+    assert_int_equal(kd_op_monthly_last(&f->l, f->carol, &last, &err), HN_OK);
+    assert_int_equal(last, T0);
+    /* checked again the next day (the horde checks hourly): nothing */
+    assert_int_equal(kd_op_monthly(&f->l, T0 + 86400, 300000, &paid, &err), HN_OK);
+    assert_int_equal(paid, 0);
+    /* a calendar month later: again, counted as `recurring` */
+    assert_int_equal(kd_op_monthly(&f->l, kd_month_after(T0), 300000, &paid, &err), HN_OK);
+    assert_int_equal(paid, 2);
+    json_t *d = json_object();
+    assert_int_equal(kd_ledger_details(&f->l, f->carol, d, &err), HN_OK);
+    assert_true(json_real_value(json_object_get(d, "recurring")) == 200.0);
+    json_decref(d);
+    /* users.monthly_kudos 0 and no moderator extra: nobody */
+    assert_int_equal(kd_op_monthly(&f->l, kd_month_after(kd_month_after(T0)), 0, &paid, &err),
+                     HN_OK);
+    assert_int_equal(paid, 1); /* carol only */
+    assert_consistent(f);
+}
 
 static uint64_t rng_state = 0x9e3779b97f4a7c15ULL;
 static uint32_t rnd(uint32_t n) {
@@ -541,8 +732,9 @@ static void test_random_operations_keep_the_ledger_exact(void **state) {
                     reservation = tok;
             }
             kd_burn_flags b = {rnd(2) == 0, rnd(2) ? 1.05 : 1.0, rnd(4) != 0, rnd(5) == 0};
+            /* sometimes with another user's style: 2 more tax, 2 to its owner */
             kd_request_info r = {id, u, (double)rnd(5000) / 100.0, b, 1 + (int)rnd(4),
-                                 1 + 5.0 * rnd(2), reservation};
+                                 1 + 5.0 * rnd(2), reservation, rnd(4) == 0 ? v : 0};
             assert_int_equal(kd_op_activate(&f->l, &r, now, &err), HN_OK);
             break;
         }
@@ -554,7 +746,7 @@ static void test_random_operations_keep_the_ledger_exact(void **state) {
                 snprintf(id, sizeof(id), "job-%d", jobs++);
             char req[64];
             snprintf(req, sizeof(req), "req-%u", requests ? rnd((uint32_t)requests + 2) : 0);
-            kd_owner o = {v, (roles[vi] & HN_ROLE_TRUSTED) != 0, T0 - (int64_t)rnd(3) * 86400};
+            kd_owner o = {v, (roles[vi] & HN_ROLE_TRUSTED) != 0, T0 - (int64_t)rnd(3) * 86400, false};
             kd_job_settle s = {id, req, "w", rnd(2) ? REGEN : "X:1:y", u, o,
                                (double)rnd(8000) / 100.0, rnd(6) == 0};
             kd_settled out;
@@ -566,7 +758,7 @@ static void test_random_operations_keep_the_ledger_exact(void **state) {
             break;
         }
         case 5: { /* uptime */
-            kd_owner o = {v, (roles[vi] & HN_ROLE_TRUSTED) != 0, T0 - 2 * 86400};
+            kd_owner o = {v, (roles[vi] & HN_ROLE_TRUSTED) != 0, T0 - 2 * 86400, false};
             bool promoted;
             snprintf(id, sizeof(id), "up:%d", step);
             assert_int_equal(kd_op_uptime(&f->l, "w", &o, kd_uptime_reward((int)rnd(5), rnd(2)),
@@ -626,6 +818,15 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_transfer_checks_in_order, setup, teardown),
         cmocka_unit_test_setup_teardown(test_transfer_idempotency_key, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reservations, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_an_event_moves_kudos_once_even_after_its_key_is_pruned,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_another_user_s_style_costs_2_and_pays_its_owner, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_an_ended_request_releases_its_reservation_at_once,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_promotions_wait_until_their_role_reached_auth, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_monthly_kudos_once_a_calendar_month, setup, teardown),
         cmocka_unit_test_setup_teardown(test_random_operations_keep_the_ledger_exact, setup,
                                         teardown),
     };

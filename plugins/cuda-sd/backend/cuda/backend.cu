@@ -39,6 +39,7 @@ void *cu_malloc(cuda_backend *cb, size_t bytes)
     if (bytes == 0) bytes = 1;
     if (cudaMallocFromPoolAsync(&p, bytes, cb->pool, cb->stream) == cudaSuccess) return p;
     (void)cudaGetLastError();
+    if (cb->capturing) return NULL;   /* no synchronisation inside a capture */
     /* The pool keeps freed blocks (release threshold "never"): give them
      * back to the device and try once more. */
     if (cudaStreamSynchronize(cb->stream) != cudaSuccess) return NULL;
@@ -56,6 +57,12 @@ void cu_free(cuda_backend *cb, void *p)
 void *cu_workspace(cuda_backend *cb, size_t bytes)
 {
     if (bytes <= cb->ws_size && cb->ws) return cb->ws;
+    /* grown inside a capture, the scratch would be the graph's memory */
+    if (cb->capturing) {
+        cu_fail(cb, "scratch of %zu MB first needed during a graph capture", bytes >> 20);
+        return NULL;
+    }
+    if (cb->ws) cb->wsgen++;
     cu_free(cb, cb->ws);
     cb->ws = cu_malloc(cb, bytes);
     cb->ws_size = cb->ws ? bytes : 0;
@@ -146,9 +153,12 @@ static void be_destroy(sd_backend *be)
     (void)cudaSetDevice(cb->device);
     if (cb->stream) (void)cudaStreamSynchronize(cb->stream);
     cu_weights_free(cb);
+    for (int i = 0; i < cb->npins; i++) (void)cudaHostUnregister(cb->pins[i].start);
+    cb->npins = 0;
     cu_free(cb, cb->ws);
     cu_free(cb, cb->lt_ws);
     if (cb->lt) (void)cublasLtDestroy(cb->lt);
+    if (cb->blas_ws) (void)cudaFree(cb->blas_ws);
     if (cb->blas) (void)cublasDestroy(cb->blas);
     if (cb->stream) {
         (void)cudaStreamSynchronize(cb->stream);
@@ -189,7 +199,17 @@ static int api_memory(sd_backend *be, sd_cuda_memory *out, bool reset_peak)
     }
     (void)cudaGetLastError();
     out->device_used_peak = cb->device_used_peak;
+    out->weights_budget = cb->wbudget;
+    out->weights_peak = cb->wpeak;
+    out->weight_uploads = cb->n_uploads;
+    out->weight_evictions = cb->n_evictions;
+    out->bytes_uploaded = cb->bytes_uploaded;
+    for (int i = 0; i < cb->npins; i++) out->host_pinned += cb->pins[i].bytes;
+    out->graph_captures = cb->graph_captures;
+    out->graph_launches = cb->graph_launches;
+    out->graph_eager = cb->graph_eager;
     if (reset_peak) {
+        cb->wpeak = cb->wbytes;
         uint64_t zero = 0;
         (void)cudaMemPoolSetAttribute(cb->pool, cudaMemPoolAttrUsedMemHigh, &zero);
         (void)cudaMemPoolSetAttribute(cb->pool, cudaMemPoolAttrReservedMemHigh, &zero);
@@ -220,6 +240,127 @@ static int api_probe(sd_cuda_info *info, char *err, size_t errlen)
     (void)cudaRuntimeGetVersion(&info->runtime_version);
     (void)cudaDriverGetVersion(&info->driver_version);
     (void)cudaGetLastError();
+    return 0;
+}
+
+static int api_set_precision(sd_backend *be, sd_cuda_precision p, sd_cuda_precision *old)
+{
+    cuda_backend *cb = cu_of(be);
+    if ((int)p < SD_CUDA_PREC_AUTO || (int)p > SD_CUDA_PREC_F32)
+        return cu_fail(cb, "unknown precision %d", (int)p);
+    if (old) *old = cb->precision;
+    /* ops already queued captured their paths; weights are cached per
+     * storage kind, so both precisions' copies may coexist */
+    cb->precision = p;
+    return 0;
+}
+
+static int api_set_vram_budget(sd_backend *be, size_t bytes)
+{
+    cuda_backend *cb = cu_of(be);
+    cb->wbudget = bytes;
+    return cu_weights_fit(cb, 0);
+}
+
+/* cudaHostRegister wants page boundaries; a model file's tensors span its
+ * mapping. Read-only first (a PROT_READ file mapping), then the default
+ * flags (heap memory on devices without read-only registration). */
+static int api_pin_host(sd_backend *be, const void *p, size_t bytes)
+{
+    cuda_backend *cb = cu_of(be);
+    if (!p || !bytes) return cu_fail(cb, "pin_host: empty range");
+    if (cb->npins == (int)(sizeof cb->pins / sizeof cb->pins[0]))
+        return cu_fail(cb, "pin_host: too many pinned ranges");
+    const uintptr_t page = 4096;
+    uintptr_t start = (uintptr_t)p & ~(page - 1);
+    uintptr_t end = ((uintptr_t)p + bytes + page - 1) & ~(page - 1);
+    cudaError_t e = cudaHostRegister((void *)start, end - start, cudaHostRegisterReadOnly);
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        e = cudaHostRegister((void *)start, end - start, cudaHostRegisterDefault);
+    }
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        return cu_fail(cb, "cudaHostRegister of %zu MB: %s", (size_t)(end - start) >> 20,
+                       cudaGetErrorString(e));
+    }
+    cb->pins[cb->npins].user = p;
+    cb->pins[cb->npins].start = (void *)start;
+    cb->pins[cb->npins].bytes = end - start;
+    cb->npins++;
+    return 0;
+}
+
+static void api_unpin_host(sd_backend *be, const void *p)
+{
+    cuda_backend *cb = cu_of(be);
+    for (int i = 0; i < cb->npins; i++) {
+        if (cb->pins[i].user != p) continue;
+        /* uploads from it may still be queued */
+        (void)cudaStreamSynchronize(cb->stream);
+        (void)cudaHostUnregister(cb->pins[i].start);
+        (void)cudaGetLastError();
+        cb->pins[i] = cb->pins[--cb->npins];
+        return;
+    }
+}
+
+static long long api_drop_weights(sd_backend *be, const void *lo, const void *hi)
+{
+    return cu_weights_drop_range(cu_of(be), lo, hi);
+}
+
+static int api_trim(sd_backend *be)
+{
+    cuda_backend *cb = cu_of(be);
+    if (cb->ws) cb->wsgen++;
+    cu_free(cb, cb->ws);
+    cb->ws = NULL;
+    cb->ws_size = 0;
+    if (cu_check(cb, cudaStreamSynchronize(cb->stream), "trim")) return -1;
+    /* captured passes keep their activations in graph memory: its physical
+     * pages go back too, and are mapped again at the next launch */
+    if (cb->graphs) {
+        (void)cudaDeviceGraphMemTrim(cb->device);
+        (void)cudaGetLastError();
+    }
+    return cu_check(cb, cudaMemPoolTrimTo(cb->pool, 0), "trim");
+}
+
+/* cuBLAS allocates its workspace on demand unless given one, which a graph
+ * capture cannot do: a fixed one is set when graphs are turned on. */
+#define CU_BLAS_GRAPH_WORKSPACE ((size_t)32 << 20)
+
+static int api_set_graphs(sd_backend *be, bool on)
+{
+    cuda_backend *cb = cu_of(be);
+    if (on && !cb->blas_ws) {
+        if (cu_check(cb, cudaMalloc(&cb->blas_ws, CU_BLAS_GRAPH_WORKSPACE), "cuBLAS workspace"))
+            return -1;
+        if (cublasSetWorkspace(cb->blas, cb->blas_ws, CU_BLAS_GRAPH_WORKSPACE) !=
+            CUBLAS_STATUS_SUCCESS) {
+            (void)cudaFree(cb->blas_ws);
+            cb->blas_ws = NULL;
+            return cu_fail(cb, "cublasSetWorkspace failed");
+        }
+    }
+    cb->graphs = on;
+    cb->head.graphs_on = on;
+    return 0;
+}
+
+static int api_set_workspace_limit(sd_backend *be, size_t bytes, size_t *old)
+{
+    cuda_backend *cb = cu_of(be);
+    if (cb->capturing) return cu_fail(cb, "workspace limit changed during a graph capture");
+    if (old) *old = cb->ws_limit;
+    cb->ws_limit = bytes ? bytes : cb->ws_default;
+    if (cb->ws && cb->ws_size > cb->ws_limit) {
+        cb->wsgen++;
+        cu_free(cb, cb->ws);
+        cb->ws = NULL;
+        cb->ws_size = 0;
+    }
     return 0;
 }
 
@@ -266,6 +407,16 @@ static const sd_cuda_api the_api = {
     api_create,
     api_synchronize,
     api_memory,
+    api_set_precision,
+    api_set_vram_budget,
+    api_pin_host,
+    api_unpin_host,
+    api_drop_weights,
+    api_trim,
+    api_set_graphs,
+    cu_graph_run,
+    cu_graph_free,
+    api_set_workspace_limit,
 };
 
 static sd_backend *api_create(const sd_cuda_options *opt, char *err, size_t errlen)
@@ -291,6 +442,8 @@ static sd_backend *api_create(const sd_cuda_options *opt, char *err, size_t errl
     cb->device = opt->device;
     cb->precision = opt->precision;
     cb->ws_limit = (opt->workspace_mb ? opt->workspace_mb : DEFAULT_WORKSPACE_MB) << 20;
+    cb->ws_default = cb->ws_limit;
+    cb->wbudget = opt->vram_budget_mb << 20;
 
     const char *step = "cudaSetDevice";
     cudaDeviceProp prop;
@@ -330,6 +483,11 @@ static sd_backend *api_create(const sd_cuda_options *opt, char *err, size_t errl
     /* cuBLASLt (bias and residual in the GEMM itself); without it the
      * GEMMs run through cublasGemmEx with a pre-filled output */
     if (cublasLtCreate(&cb->lt) != CUBLAS_STATUS_SUCCESS) cb->lt = NULL;
+    if (opt->graphs && api_set_graphs(&cb->head.base, true) != 0) {
+        if (err && errlen) snprintf(err, errlen, "%s", cb->head.base.err);
+        be_destroy(&cb->head.base);
+        return NULL;
+    }
     sample_device_memory(cb);
     return &cb->head.base;
 

@@ -13,9 +13,14 @@
 
 #include "backend/cuda/emu/cuda_emu.h"
 
-/* Runs the kernel on the CPU, block by block, one fiber per thread. */
+/* Runs the kernel on the CPU, block by block, one fiber per thread. The
+ * arguments are evaluated and converted to the kernel's parameter types
+ * here, at the launch, as `<<<>>>` does: a launch recorded by a stream
+ * capture (a graph node) keeps those values, not the expressions (tensor
+ * structs the host frees after the capture). */
 #define SD_LAUNCH(kernel, grid, block, smem, stream, ...)                                   \
-    sd_emu::launch(#kernel, kernel, (grid), (block), (smem), (stream), [=] { kernel(__VA_ARGS__); })
+    sd_emu::launch(#kernel, kernel, (grid), (block), (smem), (stream),                     \
+                   sd_emu::bind_launch_args(kernel, __VA_ARGS__))
 /* A kernel's dynamic shared memory, 128-byte aligned. */
 #define SD_DYN_SMEM(name) unsigned char *name = sd_emu::dynamic_smem()
 

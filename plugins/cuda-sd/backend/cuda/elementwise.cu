@@ -138,10 +138,14 @@ int cu_concat_channels(sd_backend *be, const sd_tensor *a, const sd_tensor *b, s
 }
 
 /* out [N,2H,2W,C] from x [N,H,W,C] */
-__global__ void upsample2x_kernel(const float *__restrict__ x, float *__restrict__ out, int64_t n,
-                                  int H, int W, int C)
+/* Nearest-neighbour resize to [N, OH, OW, C]: PyTorch's "nearest" with an
+ * explicit size, src = min(floor(dst * (float)in / out), in - 1), the scale
+ * computed in float32 as the CPU backend does (exact 2x is the same rule). */
+__global__ void upsample_nearest_kernel(const float *__restrict__ x, float *__restrict__ out,
+                                        int64_t n, int H, int W, int C, int OH, int OW)
 {
-    const int OW = 2 * W, OH = 2 * H;
+    const float sh = (float)H / (float)OH, sw = (float)W / (float)OW;
+    const bool exact = OH == 2 * H && OW == 2 * W;
     GS_LOOP(i, n)
     {
         int c = (int)(i % C);
@@ -150,19 +154,26 @@ __global__ void upsample2x_kernel(const float *__restrict__ x, float *__restrict
         int64_t t = pix / OW;
         int oy = (int)(t % OH);
         int64_t img = t / OH;
-        out[i] = x[((img * H + oy / 2) * W + ox / 2) * C + c];
+        int iy = exact ? oy / 2 : (int)floorf((float)oy * sh);
+        int ix = exact ? ox / 2 : (int)floorf((float)ox * sw);
+        if (iy > H - 1) iy = H - 1;
+        if (ix > W - 1) ix = W - 1;
+        out[i] = x[((img * H + iy) * W + ix) * C + c];
     }
 }
 
 int cu_upsample_nearest2x(sd_backend *be, const sd_tensor *x, sd_tensor *out)
 {
     cuda_backend *cb = cu_of(be);
-    if (out->n != x->n || out->c != x->c || out->h != 2 * x->h || out->w != 2 * x->w)
-        return cu_fail(cb, "upsample_nearest2x: output must be [N, 2H, 2W, C]");
+    if (out->n != x->n || out->c != x->c || out->h < x->h || out->w < x->w || x->h < 1 ||
+        x->w < 1)
+        return cu_fail(cb, "upsample_nearest: output [%d,%d,%d,%d] does not enlarge [%d,%d,%d,%d]",
+                       out->n, out->h, out->w, out->c, x->n, x->h, x->w, x->c);
     int64_t n = (int64_t)sd_tensor_numel_of(out);
-    SD_LAUNCH(upsample2x_kernel, cu_grid(cb, (size_t)n, 256), 256, 0, cb->stream, x->data,
-              out->data, n, x->h, x->w, x->c);
-    return cu_launched(cb, "upsample_nearest2x");
+    if (n == 0) return 0;
+    SD_LAUNCH(upsample_nearest_kernel, cu_grid(cb, (size_t)n, 256), 256, 0, cb->stream, x->data,
+              out->data, n, x->h, x->w, x->c, out->h, out->w);
+    return cu_launched(cb, "upsample_nearest");
 }
 
 /* out[i, k] = cos(t_i f_k), out[i, half + k] = sin(t_i f_k) */

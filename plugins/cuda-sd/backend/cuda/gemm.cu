@@ -63,6 +63,8 @@ static int lt_gemm(cuda_backend *cb, int M, int N, int K, const uint16_t *A, con
     }
     if (plan && plan->state == 2) return 1;
     if (!plan && cb->lt_nplans == CU_LT_PLANS) return 1;   /* table full: GemmEx */
+    if (!cb->lt_ws && cb->capturing)   /* would become the graph's memory */
+        return cu_fail(cb, "cuBLASLt workspace first needed during a graph capture");
     if (!cb->lt_ws && !(cb->lt_ws = cu_malloc(cb, LT_WORKSPACE)))
         return cu_fail(cb, "out of device memory for the cuBLASLt workspace");
 

@@ -36,6 +36,7 @@ typedef struct cu_weight {
     void *dev;
     size_t bytes;                /* device bytes */
     size_t src_nbytes;
+    uint64_t last_use;           /* the cache's clock at the last lookup (LRU) */
     unsigned char fp[48];        /* bytes from the start, middle and end of the
                                     source: a reused address with other
                                     contents (another model mapped where a
@@ -70,11 +71,29 @@ typedef struct cuda_backend {
     /* weight cache: open addressing on (key, kind) */
     cu_weight *wtab;
     size_t wcap, wcount, wbytes;
+    size_t wbudget;              /* VRAM budget for weights, 0 = none */
+    size_t wpeak;
+    uint64_t wclock;             /* lookups so far: the LRU's clock */
+    uint64_t n_uploads, n_evictions, bytes_uploaded;
+    /* host ranges page-locked by pin_host */
+    struct cu_pin { const void *user; void *start; size_t bytes; } pins[32];
+    int npins;
     /* scratch for im2col, fp16 copies of GEMM inputs and attention scores */
     void *ws;
     size_t ws_size, ws_limit;
+    size_t ws_default;           /* ws_limit at creation */
     unsigned flash_ready;        /* bit i: the flash kernel variant i may use
                                     its shared memory (attribute set) */
+    /* CUDA graphs (graph.cu) */
+    bool graphs;                 /* graph_run captures (sd_cuda_options.graphs) */
+    bool capturing;              /* a capture is open on `stream`: no uploads,
+                                    no workspace growth, no synchronisation */
+    uint64_t wgen;               /* bumped whenever a cached weight is freed */
+    uint64_t wsgen;              /* bumped whenever the scratch `ws` is freed
+                                    (growth, trim, limit): a graph bakes its
+                                    address in, so it is stale then */
+    void *blas_ws;               /* cuBLAS workspace set for capture */
+    unsigned long long graph_captures, graph_launches, graph_eager;
 } cuda_backend;
 
 static inline cuda_backend *cu_of(sd_backend *be) { return (cuda_backend *)be; }
@@ -103,6 +122,10 @@ static inline unsigned cu_grid(const cuda_backend *cb, size_t n, int threads)
     return blocks ? (unsigned)blocks : 1u;
 }
 
+/* ---- CUDA graphs (graph.cu) ------------------------------------------------ */
+int cu_graph_run(sd_backend *be, sd_cuda_graph **slot, int (*fn)(void *ud), void *ud);
+void cu_graph_free(sd_backend *be, sd_cuda_graph *slot);
+
 /* ---- weights (weights.cu) ------------------------------------------------- */
 /* Device copy of t in the given storage kind, uploaded on first use. Checks
  * dtype (F32/F16/BF16), expect_numel (>= 0) and, for conv kinds, 4-D shape.
@@ -114,6 +137,11 @@ const void *cu_weight_get(cuda_backend *cb, const sd_tensor_info *t, int kind,
 bool cu_weight_f16(const cuda_backend *cb, const sd_tensor_info *t);
 int64_t cu_numel(const sd_tensor_info *t);
 void cu_weights_free(cuda_backend *cb);
+/* Frees cached weights whose host data lies in [lo, hi); bytes freed or -1. */
+long long cu_weights_drop_range(cuda_backend *cb, const void *lo, const void *hi);
+/* Evicts least recently used weights until `need` more bytes fit the
+ * budget (or nothing evictable is left). 0 or -1. */
+int cu_weights_fit(cuda_backend *cb, size_t need);
 
 /* ---- GEMM (gemm.cu) --------------------------------------------------------- */
 /* Row-major C[M,N] (ldc) = A[M,K] (lda) * W[N,K]^T (ldw) + beta * C, float32

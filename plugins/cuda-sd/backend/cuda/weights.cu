@@ -10,6 +10,7 @@
  * file is open (ops.h), and a fingerprint of the bytes guards against a
  * later file mapped at the same address.
  */
+#include <stdlib.h>
 #include <string.h>
 
 #include "backend/cuda/internal.h"
@@ -180,19 +181,33 @@ const void *cu_weight_get(cuda_backend *cb, const sd_tensor_info *t, int kind,
     unsigned char fp[48];
     fingerprint(t, fp);
     cu_weight *e = find_slot(cb, t->data, kind, t->nbytes);
+    cb->wclock++;
+    if (e->key && memcmp(e->fp, fp, sizeof fp) == 0) {
+        e->last_use = cb->wclock;
+        return e->dev;
+    }
+    /* an upload is not capturable (graph.cu): the capture fails and the
+     * pass runs eagerly, uploading then */
+    if (cb->capturing) {
+        cu_fail(cb, "weight '%s' is not on the device during a graph capture", t->name);
+        return NULL;
+    }
     if (e->key) {
-        if (memcmp(e->fp, fp, sizeof fp) == 0) return e->dev;
         /* same address, other contents: the old copy may still be in use by
          * queued kernels */
         if (cu_check(cb, cudaStreamSynchronize(cb->stream), "weight cache")) return NULL;
         cudaFree(e->dev);
         cb->wbytes -= e->bytes;
-        e->dev = NULL;
+        drop_slot(cb, e);
+        cb->wgen++;
     }
 
     bool out_f16 = kind == CU_W_ROWS16 || kind == CU_W_CONV16 ||
                    (kind == CU_W_TABLE && dtype == SRC_F16);
     size_t bytes = (size_t)n * (out_f16 ? 2 : 4);
+    /* over the VRAM budget: make room first (may move table entries) */
+    if (cu_weights_fit(cb, bytes) != 0) return NULL;
+    e = find_slot(cb, t->data, kind, t->nbytes);
     void *dev = NULL;
     if (cudaMalloc(&dev, bytes ? bytes : 1) != cudaSuccess) {
         (void)cudaGetLastError();
@@ -203,7 +218,6 @@ const void *cu_weight_get(cuda_backend *cb, const sd_tensor_info *t, int kind,
             (void)cudaGetLastError();
             cu_fail(cb, "out of GPU memory for weight '%s' (%zu MB; %zu MB of weights cached)",
                     t->name, bytes >> 20, cb->wbytes >> 20);
-            if (e->key) drop_slot(cb, e);   /* the slot lost its copy */
             return NULL;
         }
     }
@@ -231,17 +245,20 @@ const void *cu_weight_get(cuda_backend *cb, const sd_tensor_info *t, int kind,
     if (rc != 0) {
         (void)cudaStreamSynchronize(cb->stream);
         cudaFree(dev);
-        if (e->key) drop_slot(cb, e);
         return NULL;
     }
-    if (!e->key) cb->wcount++;
+    cb->wcount++;
     e->key = t->data;
     e->kind = kind;
     e->dev = dev;
     e->bytes = bytes;
     e->src_nbytes = t->nbytes;
+    e->last_use = cb->wclock;
     memcpy(e->fp, fp, sizeof fp);
     cb->wbytes += bytes;
+    if (cb->wbytes > cb->wpeak) cb->wpeak = cb->wbytes;
+    cb->n_uploads++;
+    cb->bytes_uploaded += t->nbytes;
     return dev;
 }
 
@@ -252,4 +269,108 @@ void cu_weights_free(cuda_backend *cb)
     free(cb->wtab);
     cb->wtab = NULL;
     cb->wcap = cb->wcount = cb->wbytes = 0;
+}
+
+/* ---- eviction (VRAM budget, model swaps) -------------------------------- */
+
+typedef struct victim {
+    const void *key;
+    int kind;
+    size_t src_nbytes;
+    uint64_t last_use;
+} victim;
+
+static victim victim_of(const cu_weight *e)
+{
+    victim v;
+    v.key = e->key;
+    v.kind = e->kind;
+    v.src_nbytes = e->src_nbytes;
+    v.last_use = e->last_use;
+    return v;
+}
+
+static int by_last_use(const void *a, const void *b)
+{
+    uint64_t x = ((const victim *)a)->last_use, y = ((const victim *)b)->last_use;
+    return x < y ? -1 : x > y;
+}
+
+/* Frees the listed entries (the stream must be idle). */
+static size_t drop_victims(cuda_backend *cb, const victim *v, size_t n)
+{
+    size_t freed = 0;
+    for (size_t i = 0; i < n; i++) {
+        cu_weight *e = find_slot(cb, v[i].key, v[i].kind, v[i].src_nbytes);
+        if (!e->key) continue;
+        cudaFree(e->dev);
+        cb->wbytes -= e->bytes;
+        freed += e->bytes;
+        drop_slot(cb, e);
+        cb->wgen++;             /* captured graphs that read it are stale */
+    }
+    return freed;
+}
+
+/* An op looks up at most two weights (weight + bias, gamma + beta, table +
+ * positions): while the second is being uploaded the first, looked up one
+ * tick before, must stay. Everything older may go (queued kernels that
+ * still read it are waited for before the free). */
+#define CU_RECENT_LOOKUPS 2
+
+int cu_weights_fit(cuda_backend *cb, size_t need)
+{
+    if (!cb->wbudget || cb->wbytes + need <= cb->wbudget || cb->wcount == 0) return 0;
+    victim *v = (victim *)malloc(cb->wcount * sizeof *v);
+    if (!v) return cu_fail(cb, "out of host memory evicting weights");
+    size_t n = 0;
+    for (size_t i = 0; i < cb->wcap; i++) {
+        const cu_weight *e = &cb->wtab[i];
+        if (!e->key || e->last_use + CU_RECENT_LOOKUPS > cb->wclock) continue;
+        v[n++] = victim_of(e);
+    }
+    qsort(v, n, sizeof *v, by_last_use);
+    /* how many of the oldest must go */
+    size_t take = 0, bytes = cb->wbytes;
+    while (take < n && bytes + need > cb->wbudget) {
+        cu_weight *e = find_slot(cb, v[take].key, v[take].kind, v[take].src_nbytes);
+        bytes -= e->bytes;
+        take++;
+    }
+    int rc = 0;
+    if (take > 0) {
+        /* queued kernels may still read them */
+        rc = cu_check(cb, cudaStreamSynchronize(cb->stream), "weight eviction");
+        if (rc == 0) {
+            drop_victims(cb, v, take);
+            cb->n_evictions += take;
+        }
+    }
+    free(v);
+    return rc;
+}
+
+long long cu_weights_drop_range(cuda_backend *cb, const void *lo, const void *hi)
+{
+    if (cb->wcount == 0) return 0;
+    victim *v = (victim *)malloc(cb->wcount * sizeof *v);
+    if (!v) return cu_fail(cb, "out of host memory dropping weights");
+    size_t n = 0;
+    const unsigned char *l = (const unsigned char *)lo, *h = (const unsigned char *)hi;
+    for (size_t i = 0; i < cb->wcap; i++) {
+        const cu_weight *e = &cb->wtab[i];
+        const unsigned char *k = (const unsigned char *)e->key;
+        if (e->key && k >= l && k < h)
+            v[n++] = victim_of(e);
+    }
+    long long freed = 0;
+    if (n > 0) {
+        if (cu_check(cb, cudaStreamSynchronize(cb->stream), "dropping weights")) {
+            free(v);
+            return -1;
+        }
+        freed = (long long)drop_victims(cb, v, n);
+    }
+    free(v);
+    return freed;
 }

@@ -9,7 +9,10 @@
  * 1. UNet: one CFG step = one forward with batch 2 at --size (512: 64x64
  *    latent), the first pass timed apart (it uploads and converts the
  *    weights), then --runs passes; each pass includes the host transfers of
- *    x, context and the output, as the sampler does them.
+ *    x, context and the output, as the sampler does them. Then the same
+ *    passes with CUDA graphs on (sd_backend_cuda_set_graphs): capture time,
+ *    steps/s, how many passes really ran as graphs, and the output checked
+ *    against the eager one (exit status 1 beyond 1e-2).
  * 2. Agreement with the CPU backend (the numerical reference) on the same
  *    random SD1.5 weights at --compare-size: UNet (AUTO and F32
  *    precision), VAE decode and the text encoder; the relative error
@@ -17,7 +20,17 @@
  *    (exit status 1 otherwise).
  * 3. Whole image: engine/pipeline.h txt2img on the CUDA backend (text
  *    encoder, --steps k_euler CFG steps, VAE decode, 8-bit conversion)
- *    after one warm-up generation.
+ *    after one warm-up generation, for each memory option (default pool
+ *    trimming, pool kept, offload levels, VAE tiles, graphs): the device
+ *    peak of each phase (text encoder, steps, VAE; sd_pipeline_memory) and
+ *    a summary table comparing them.
+ * 4. Model swap (engine/model_cache.h): the checkpoint opened in a model
+ *    cache (its tensors page-locked in host RAM), a small image made once
+ *    so every weight txt2img uses is on the GPU, then its device copies
+ *    dropped and the same image made again: the difference to a run with
+ *    the weights resident is the swap of a cached model from host RAM into
+ *    VRAM (uploads + fp16/fp32 conversion + allocation); also without the
+ *    page-locking, for comparison.
  * Results are printed as Markdown for docs/BENCHMARKS.md. --profile adds a
  * per-op breakdown of one UNet pass (each op synchronised, so it shows
  * where GPU time goes, not the overlapped total).
@@ -34,10 +47,12 @@
 #include "bench/sd15_weights.h"
 #include "engine/clip.h"
 #include "engine/family.h"
+#include "engine/model_cache.h"
 #include "engine/model_file.h"
 #include "engine/pipeline.h"
 #include "engine/unet.h"
 #include "engine/vae.h"
+#include "engine/vae_decode.h"
 
 typedef struct opts {
     const char *weights, *vocab;
@@ -71,16 +86,22 @@ static float *random_floats(size_t n, unsigned seed, float scale)
     return a;
 }
 
+/* The message goes to both streams: the GPU check keeps stdout (bench.md)
+ * and may lose stderr; what was printed of the report so far goes first. */
 static void die(const char *what, const char *err)
 {
-    fprintf(stderr, "bench_cuda: %s: %s\n", what, err);
+    fflush(stdout);
+    printf("\n**bench_cuda failed: %s: %s**\n", what, err && err[0] ? err : "(no message)");
+    fflush(stdout);
+    fprintf(stderr, "bench_cuda: %s: %s\n", what, err && err[0] ? err : "(no message)");
+    fflush(stderr);
     exit(1);
 }
 
 static sd_backend *make_cuda(sd_cuda_precision prec)
 {
     char err[512];
-    sd_cuda_options o = { 0, prec, 0, NULL };
+    sd_cuda_options o = { 0, prec, 0, NULL, 0, false };
     sd_backend *be = sd_backend_cuda_create(&o, err, sizeof err);
     if (!be) die("CUDA backend", err);
     return be;
@@ -184,7 +205,10 @@ static void mem_line(const char *label, sd_backend *be)
            label, m.device_used_peak / 1048576.0);
 }
 
-static void unet_phase(const opts *o)
+static double rel_err(const float *a, const float *b, size_t n);
+
+/* Returns 1 when the graph pass disagrees with the eager one, else 0. */
+static int unet_phase(const opts *o)
 {
     char err[512];
     sd_model_file *f;
@@ -223,6 +247,48 @@ static void unet_phase(const opts *o)
     if (o->size == 512)         /* spec/sd-engine.md 1.4: 803 GFLOP per image at 512x512 */
         printf("| achieved (2 x 803 GFLOP per pass) | %.0f TFLOP/s |\n", 2 * 803e9 / mean / 1e12);
     mem_line("UNet", be);
+
+    /* the same passes as CUDA graphs (opt-in cuda_graphs): the first one
+     * captures, the rest replay; the output must agree with the eager one */
+    int graph_failed = 0;
+    if (sd_backend_cuda_set_graphs(be, true) != 0) {
+        printf("| CUDA graphs | could not be turned on: %s |\n", sd_backend_error(be));
+    } else {
+        float *gout = malloc(nx * sizeof *gout);
+        if (!gout) die("bench", "out of memory");
+        t0 = now();
+        if (sd_unet_forward(u, x, t, ctx, L, B, lat, lat, gout, err, sizeof err))
+            die("UNet (graphs)", err);
+        double capture = now() - t0;
+        double gsum = 0, gbest = 1e30;
+        for (int i = 0; i < o->runs; i++) {
+            t0 = now();
+            if (sd_unet_forward(u, x, t, ctx, L, B, lat, lat, gout, err, sizeof err))
+                die("UNet (graphs)", err);
+            double dt = now() - t0;
+            gsum += dt;
+            if (dt < gbest) gbest = dt;
+        }
+        double gmean = gsum / o->runs, d = rel_err(gout, out, nx);
+        sd_cuda_memory gm;
+        sd_backend_cuda_memory(be, &gm, false);
+        printf("| first pass with CUDA graphs (capture + instantiate + launch) | %.2f ms |\n",
+               capture * 1e3);
+        printf("| CFG step with CUDA graphs (cuda_graphs), mean of %d | %.2f ms (best %.2f) |\n",
+               o->runs, gmean * 1e3, gbest * 1e3);
+        printf("| **sampler steps/s (CFG), CUDA graphs** | **%.1f** |\n", 1.0 / gmean);
+        printf("| graphs: passes captured / launched as a graph / run eagerly | %llu / %llu / %llu |\n",
+               gm.graph_captures, gm.graph_launches, gm.graph_eager);
+        graph_failed = !(d <= 1e-2);
+        printf("| graphs vs eager output, max abs diff / max abs | %.2e (bound 1e-2) %s |\n", d,
+               graph_failed ? "**FAIL**" : "ok");
+        if (gm.graph_launches == 0)
+            printf("| note | no pass ran as a graph: the capture failed and every pass fell back "
+                   "to eager launches |\n");
+        mem_line("UNet with graphs", be);
+        sd_backend_cuda_set_graphs(be, false);
+        free(gout);
+    }
     if (o->profile) {
         install_profiler(be);
         double p0 = now();
@@ -241,6 +307,7 @@ static void unet_phase(const opts *o)
     sd_unet_destroy(u);
     sd_backend_destroy(be);
     sd_model_file_close(f);
+    return graph_failed;
 }
 
 /* max |a - b| / max |b| */
@@ -379,8 +446,23 @@ static void on_step(void *ud, int step, int total)
     c->steps = step;
 }
 
-static void image_phase(const opts *o)
+/* One whole-image configuration of the pipeline's memory options. */
+typedef struct image_config {
+    const char *label;
+    bool keep_pool;
+    int offload;                 /* sd_offload */
+    int vae_tile;                /* latent tile side, 0 = whole decode at 512 */
+    bool graphs;                 /* cuda_graphs */
+} image_config;
+
+typedef struct image_result {
+    double seconds, per_step_ms, vae_s;
+    sd_pipeline_memory mem;
+} image_result;
+
+static image_result image_phase(const opts *o, const image_config *cfg)
 {
+    const bool keep_pool = cfg->keep_pool;
     char err[512];
     sd_pipeline *p = NULL;
     sd_pipeline_opts po;
@@ -389,6 +471,14 @@ static void image_phase(const opts *o)
     po.vocab_path = o->vocab;
     po.config_path = "";
     po.backend = "cuda";
+    po.keep_pool = keep_pool;
+    po.offload = cfg->offload;
+    po.cuda_graphs = cfg->graphs;
+    po.phase_memory = true;
+    if (cfg->vae_tile > 0) {
+        po.vae_tile = cfg->vae_tile;
+        po.vae_tile_above = 1;   /* every decode in tiles */
+    }
     double t0 = now();
     if (sd_pipeline_load(&po, &p, err, sizeof err)) die("pipeline", err);
     double load = now() - t0;
@@ -415,12 +505,14 @@ static void image_phase(const opts *o)
     job.progress = on_step;
     job.progress_ud = &c;
     memset(&img, 0, sizeof img);
+    sd_cuda_memory during;
+    sd_backend_cuda_memory(sd_pipeline_backend(p), &during, true);   /* restart the peaks */
     c.start = now();
     if (sd_generate(p, &job, &img, err, sizeof err)) die("txt2img", err);
     double end = now();
     sd_image_free(&img);
-    printf("\n### Whole image: txt2img %dx%d, %d k_euler steps, CFG 7 (batch 2 per step)\n\n",
-           o->size, o->size, o->steps);
+    printf("\n### Whole image: txt2img %dx%d, %d k_euler steps, CFG 7 (batch 2 per step), %s\n\n",
+           o->size, o->size, o->steps, cfg->label);
     printf("| quantity | value |\n|---|---|\n");
     printf("| pipeline load (open, detect, build) | %.3f s |\n", load);
     printf("| warm-up image, 2 steps (weight upload included) | %.3f s |\n", warm);
@@ -430,6 +522,21 @@ static void image_phase(const opts *o)
     printf("| steps 2..%d, per step | %.2f ms |\n", o->steps,
            c.steps > 1 ? (c.last - c.first) / (c.steps - 1) * 1e3 : 0.0);
     printf("| VAE decode + conversion (after the last step) | %.3f s |\n", end - c.last);
+    image_result res = { end - c.start,
+                         c.steps > 1 ? (c.last - c.first) / (c.steps - 1) * 1e3 : 0.0,
+                         end - c.last, *sd_pipeline_last_memory(p) };
+    const sd_pipeline_memory *pm = &res.mem;
+    size_t peak = pm->text_peak;
+    if (pm->steps_peak > peak) peak = pm->steps_peak;
+    if (pm->vae_peak > peak) peak = pm->vae_peak;
+    printf("| **whole device in use, peak seen during the image (at each download)** | **%.0f MB** |\n",
+           peak / 1048576.0);
+    printf("| of which peak during the text encoder / the steps / the VAE decode | %.0f / %.0f / %.0f MB |\n",
+           pm->text_peak / 1048576.0, pm->steps_peak / 1048576.0, pm->vae_peak / 1048576.0);
+    printf("| weights dropped from the device during the image (offload) | %.0f MB |\n",
+           pm->dropped / 1048576.0);
+    const sd_vae_decode_info *di = sd_pipeline_last_decode(p);
+    printf("| VAE decode | %s%d tile(s) |\n", di->tiles ? "" : "whole, ", di->tiles ? di->tiles : 1);
     /* the pipeline's backend is internal; the device-wide figure is what a
      * second, empty backend sees (pools keep their peak size) */
     sd_backend *probe = make_cuda(SD_CUDA_PREC_AUTO);
@@ -437,8 +544,158 @@ static void image_phase(const opts *o)
     if (sd_backend_cuda_memory(probe, &m, false) == 0)
         printf("| whole device in use after the image (weights, pools, CUDA context) | %.0f MB |\n",
                m.device_used / 1048576.0);
+    /* what stays once the pool's unused blocks and the scratch go back */
+    if (sd_backend_cuda_trim(sd_pipeline_backend(p)) == 0 &&
+        sd_backend_cuda_memory(probe, &m, false) == 0)
+        printf("| whole device in use after the image, pool trimmed (sd_backend_cuda_trim) | %.0f MB |\n",
+               m.device_used / 1048576.0);
     sd_backend_destroy(probe);
     sd_pipeline_free(p);
+    return res;
+}
+
+/* The memory options side by side: where the whole-image peak comes from
+ * and what lowering it costs. */
+static void image_phases(const opts *o)
+{
+    static const image_config cfgs[] = {
+        { "pool trimmed before the VAE and after the image (default)", false, SD_OFFLOAD_NONE, 0,
+          false },
+        { "activation pool kept (keep_pool)", true, SD_OFFLOAD_NONE, 0, false },
+        { "offload = encoders (text encoder and VAE weights dropped after use)", false,
+          SD_OFFLOAD_ENCODERS, 0, false },
+        { "offload = encoders, VAE in 256 px tiles (vae_tile 32)", false, SD_OFFLOAD_ENCODERS,
+          32, false },
+        { "offload = sequential (one network's weights on the device at a time)", false,
+          SD_OFFLOAD_SEQUENTIAL, 0, false },
+        { "default + CUDA graphs of the UNet step (cuda_graphs)", false, SD_OFFLOAD_NONE, 0, true },
+        { "offload = sequential + CUDA graphs", false, SD_OFFLOAD_SEQUENTIAL, 0, true },
+    };
+    enum { N = sizeof cfgs / sizeof cfgs[0] };
+    image_result r[N];
+    for (int i = 0; i < N; i++) {
+        r[i] = image_phase(o, &cfgs[i]);
+        fflush(stdout);
+    }
+    printf("\n### Whole image %dx%d: memory options compared (target: peak < 3072 MB, image < 0.3 s)\n\n",
+           o->size, o->size);
+    printf("| configuration | whole image | per step | VAE + 8-bit | **peak** | peak: text encoder "
+           "| steps | VAE | in use after | weights dropped |\n"
+           "|---|---|---|---|---|---|---|---|---|---|\n");
+    for (int i = 0; i < N; i++) {
+        const sd_pipeline_memory *m = &r[i].mem;
+        size_t peak = m->text_peak > m->steps_peak ? m->text_peak : m->steps_peak;
+        if (m->vae_peak > peak) peak = m->vae_peak;
+        printf("| %s | %.3f s | %.2f ms | %.3f s | **%.0f MB** | %.0f MB | %.0f MB | %.0f MB "
+               "| %.0f MB | %.0f MB |\n",
+               cfgs[i].label, r[i].seconds, r[i].per_step_ms, r[i].vae_s, peak / 1048576.0,
+               m->text_peak / 1048576.0, m->steps_peak / 1048576.0, m->vae_peak / 1048576.0,
+               m->after / 1048576.0, m->dropped / 1048576.0);
+    }
+}
+
+/* ---- 4. model swap ---------------------------------------------------------- */
+
+static double small_image(sd_pipeline *p)
+{
+    sd_job job;
+    sd_job_init(&job);
+    job.prompt = "a fox";
+    job.negative = "";
+    job.seed = 1;
+    job.steps = 1;
+    job.sampler = SD_SAMPLER_EULER;
+    job.width = job.height = 64;
+    sd_image img;
+    char err[512];
+    memset(&img, 0, sizeof img);
+    double t0 = now();
+    if (sd_generate(p, &job, &img, err, sizeof err)) die("txt2img 64x64", err);
+    double t = now() - t0;
+    sd_image_free(&img);
+    return t;
+}
+
+static void tensor_span(const sd_model_file *f, const void **lo, const void **hi)
+{
+    const unsigned char *l = NULL, *h = NULL;
+    for (size_t i = 0; i < sd_model_file_count(f); i++) {
+        const sd_tensor_info *t = sd_model_file_at(f, i);
+        const unsigned char *d = t->data;
+        if (!d || !t->nbytes) continue;
+        if (!l || d < l) l = d;
+        if (!h || d + t->nbytes > h) h = d + t->nbytes;
+    }
+    *lo = l;
+    *hi = h;
+}
+
+/* Best of `runs` swaps: drop the device copies, make the small image. */
+static double swap_once(sd_backend *be, sd_pipeline *p, const void *lo, const void *hi,
+                        int runs, double resident, unsigned long long *bytes)
+{
+    double best = 1e9;
+    for (int r = 0; r < runs; r++) {
+        sd_cuda_memory m0, m1;
+        sd_backend_cuda_memory(be, &m0, false);
+        if (sd_backend_cuda_drop_weights(be, lo, hi) < 0) die("drop weights", sd_backend_error(be));
+        /* the cached cross-attention K/V would spare the to_k/to_v uploads */
+        sd_unet_kv_cache_clear(sd_pipeline_unet(p));
+        double t = small_image(p) - resident;
+        sd_backend_cuda_memory(be, &m1, false);
+        *bytes = m1.bytes_uploaded - m0.bytes_uploaded;
+        if (t < best) best = t;
+    }
+    return best > 0 ? best : 0;
+}
+
+static void swap_phase(const opts *o)
+{
+    char err[512];
+    sd_backend *be = make_cuda(SD_CUDA_PREC_AUTO);
+    sd_model_cache_opts co;
+    memset(&co, 0, sizeof co);
+    co.use_backend = be;
+    co.vram_budget_mb = -1;
+    co.max_models = 2;
+    co.vocab_path = o->vocab;
+    sd_model_cache *c = NULL;
+    if (sd_model_cache_create(&co, &c, err, sizeof err)) die("model cache", err);
+    double t0 = now();
+    sd_pipeline *p = NULL;
+    if (sd_model_cache_get(c, o->weights, "", &p, err, sizeof err)) die("model cache", err);
+    double open_s = now() - t0;
+    sd_model_cache_stats st;
+    sd_model_cache_stats_get(c, &st);
+    const void *lo, *hi;
+    tensor_span(sd_pipeline_file(p), &lo, &hi);
+    double first = small_image(p);
+    double resident = 1e9;
+    for (int r = 0; r < 3; r++) {
+        double t = small_image(p);
+        if (t < resident) resident = t;
+    }
+    unsigned long long bytes = 0, bytes_unpinned = 0;
+    double pinned_s = swap_once(be, p, lo, hi, 3, resident, &bytes);
+    double unpinned_s = -1;
+    if (st.pinned) {
+        sd_backend_cuda_unpin_host(be, lo);
+        unpinned_s = swap_once(be, p, lo, hi, 2, resident, &bytes_unpinned);
+    }
+    printf("\n### Model swap: SD1.5 from host RAM into VRAM (engine/model_cache.h)\n\n");
+    printf("| quantity | value |\n|---|---|\n");
+    printf("| open in the model cache (map%s) | %.3f s |\n",
+           st.pinned ? " + page-lock the file" : "; page-locking refused", open_s);
+    printf("| first 64x64 image, 1 step (cold upload) | %.3f s |\n", first);
+    printf("| same image, weights resident | %.3f s |\n", resident);
+    printf("| **swap of the cached model into VRAM%s (%.0f MB uploaded + converted), best of 3** "
+           "| **%.3f s** |\n", st.pinned ? ", pinned" : ", not pinned", bytes / 1048576.0, pinned_s);
+    if (pinned_s > 0)
+        printf("| effective host -> device rate | %.1f GB/s |\n", bytes / pinned_s / 1e9);
+    if (unpinned_s >= 0)
+        printf("| same swap from pageable memory (not pinned), best of 2 | %.3f s |\n", unpinned_s);
+    sd_model_cache_destroy(c);
+    sd_backend_destroy(be);
 }
 
 static int ensure_weights(const char *path)
@@ -495,14 +752,18 @@ int main(int argc, char **argv)
     printf("\nSD1.5-shaped checkpoint, random F16 weights (bench/sd15_weights.h); %s.\n",
            info.lib_path);
     fflush(stdout);
-    unet_phase(&o);
+    int failed = unet_phase(&o);
     fflush(stdout);
-    int failed = 0;
-    if (o.compare) failed = compare_phase(&o);
+    if (o.compare) failed += compare_phase(&o);
     fflush(stdout);
     if (o.image) {
-        if (!o.vocab) fprintf(stderr, "bench_cuda: --vocab needed for the whole-image phase\n");
-        else image_phase(&o);
+        if (!o.vocab) {
+            fprintf(stderr, "bench_cuda: --vocab needed for the whole-image and swap phases\n");
+        } else {
+            image_phases(&o);
+            fflush(stdout);
+            swap_phase(&o);
+        }
     }
     fflush(stdout);
     return failed ? 1 : 0;

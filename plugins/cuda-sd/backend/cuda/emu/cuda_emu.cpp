@@ -10,6 +10,7 @@
 #include <ucontext.h>
 
 #include <map>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -456,9 +457,27 @@ struct sd_emu_pool {
 /* Which pool handed out a pointer (cudaFreeAsync does not name it). */
 static std::mutex pools_mu;
 static std::map<void *, cudaMemPool_t> pool_of;
-struct sd_emu_stream {
-    int unused;
+/* A captured graph (and, the same object, its instantiation): the recorded
+ * work in order, and the memory allocated during the capture. */
+struct sd_emu_graph {
+    std::vector<std::function<void()>> nodes;
+    std::vector<void *> mem;
 };
+struct sd_emu_stream {
+    sd_emu_graph *capture;      /* non-NULL between Begin/EndCapture */
+    bool invalidated;           /* something refused during the capture */
+};
+namespace sd_emu {
+/* Records `node` when `s` is capturing (returns true), else leaves it. */
+static bool record(cudaStream_t s, std::function<void()> node)
+{
+    if (!s || !s->capture) return false;
+    s->capture->nodes.push_back(std::move(node));
+    return true;
+}
+static std::mutex graph_mu;
+static std::map<void *, sd_emu_graph *> graph_mem;   /* graph memory -> owner */
+}  // namespace sd_emu
 struct sd_emu_blas {
     cudaStream_t stream;
 };
@@ -525,7 +544,12 @@ cudaError_t cudaStreamDestroy(cudaStream_t s)
 
 cudaError_t cudaStreamSynchronize(cudaStream_t s)
 {
-    (void)s;
+    if (s && s->capture) {
+        /* as the real API: refused, and the capture cannot be ended well */
+        s->invalidated = true;
+        return fail(cudaErrorStreamCaptureUnsupported,
+                    "emulator: cudaStreamSynchronize during a stream capture");
+    }
     /* like the real thing, a sticky launch failure shows up here too */
     return last_error;
 }
@@ -592,9 +616,15 @@ cudaError_t cudaMemPoolTrimTo(cudaMemPool_t pool, size_t keep)
 
 cudaError_t cudaMallocFromPoolAsync(void **p, size_t bytes, cudaMemPool_t pool, cudaStream_t s)
 {
-    (void)s;
     *p = emu_alloc(bytes);
     if (!*p) return fail(cudaErrorMemoryAllocation, "emulator: out of memory");
+    if (s && s->capture) {
+        /* a memory node: the graph's own, at the same address every launch */
+        std::lock_guard<std::mutex> lock(graph_mu);
+        s->capture->mem.push_back(*p);
+        graph_mem[*p] = s->capture;
+        return cudaSuccess;
+    }
     std::lock_guard<std::mutex> lock(pools_mu);
     pool->mine[*p] = bytes;
     pool_of[*p] = pool;
@@ -605,8 +635,21 @@ cudaError_t cudaMallocFromPoolAsync(void **p, size_t bytes, cudaMemPool_t pool, 
 
 cudaError_t cudaFreeAsync(void *p, cudaStream_t s)
 {
-    (void)s;
     if (!p) return cudaSuccess;
+    {
+        std::lock_guard<std::mutex> lock(graph_mu);
+        auto it = graph_mem.find(p);
+        if (it != graph_mem.end()) {
+            /* a free node of the graph's own memory: it stays the graph's */
+            if (s && s->capture == it->second) return cudaSuccess;
+            return fail(cudaErrorInvalidValue, "emulator: cudaFreeAsync of graph memory %p", p);
+        }
+    }
+    if (s && s->capture) {
+        /* memory from outside the capture freed by the graph: at launch */
+        record(s, [p] { (void)cudaFreeAsync(p, NULL); });
+        return cudaSuccess;
+    }
     {
         std::lock_guard<std::mutex> lock(pools_mu);
         auto it = pool_of.find(p);
@@ -624,8 +667,112 @@ cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t bytes, cudaMemcpy
                             cudaStream_t s)
 {
     (void)kind;
-    (void)s;
+    if (record(s, [=] { if (bytes) memmove(dst, src, bytes); })) return cudaSuccess;
     if (bytes) memmove(dst, src, bytes);
+    return cudaSuccess;
+}
+
+/* ---- CUDA graphs (stream capture) ------------------------------------------------ */
+
+static void graph_release(sd_emu_graph *g)
+{
+    if (!g) return;
+    {
+        std::lock_guard<std::mutex> lock(graph_mu);
+        for (void *p : g->mem) graph_mem.erase(p);
+    }
+    for (void *p : g->mem) emu_free(p);
+    delete g;
+}
+
+cudaError_t cudaStreamBeginCapture(cudaStream_t s, cudaStreamCaptureMode mode)
+{
+    (void)mode;
+    if (!s) return fail(cudaErrorStreamCaptureUnsupported, "emulator: capture of the null stream");
+    if (s->capture) return fail(cudaErrorInvalidValue, "emulator: capture already open");
+    s->capture = new sd_emu_graph();
+    s->invalidated = false;
+    return cudaSuccess;
+}
+
+cudaError_t cudaStreamEndCapture(cudaStream_t s, cudaGraph_t *g)
+{
+    *g = NULL;
+    if (!s || !s->capture) return fail(cudaErrorInvalidValue, "emulator: no capture open");
+    sd_emu_graph *got = s->capture;
+    s->capture = NULL;
+    if (s->invalidated) {
+        graph_release(got);
+        return fail(cudaErrorStreamCaptureInvalidated, "emulator: stream capture invalidated");
+    }
+    *g = got;
+    return cudaSuccess;
+}
+
+/* The exec takes over the graph's work and memory (graph.cu destroys the
+ * graph right after; an emptied graph frees nothing). */
+cudaError_t cudaGraphInstantiate(cudaGraphExec_t *exec, cudaGraph_t g, unsigned long long flags)
+{
+    (void)flags;
+    if (!g) return fail(cudaErrorInvalidValue, "emulator: instantiate of no graph");
+    sd_emu_graph *e = new sd_emu_graph();
+    std::swap(e->nodes, g->nodes);
+    std::swap(e->mem, g->mem);
+    std::lock_guard<std::mutex> lock(graph_mu);
+    for (void *p : e->mem) graph_mem[p] = e;
+    *exec = e;
+    return cudaSuccess;
+}
+
+cudaError_t cudaGraphExecUpdate(cudaGraphExec_t exec, cudaGraph_t g,
+                                cudaGraphExecUpdateResultInfo *info)
+{
+    if (info) info->result = 0;
+    if (!exec || !g) return fail(cudaErrorInvalidValue, "emulator: graph update of nothing");
+    if (exec->nodes.size() != g->nodes.size()) {
+        if (info) info->result = 1;
+        return fail(cudaErrorGraphExecUpdateFailure, "emulator: graph topology changed");
+    }
+    /* the new graph's work and memory replace the exec's */
+    std::vector<void *> old_mem;
+    std::swap(old_mem, exec->mem);
+    exec->nodes = std::move(g->nodes);
+    g->nodes.clear();
+    std::swap(exec->mem, g->mem);
+    {
+        std::lock_guard<std::mutex> lock(graph_mu);
+        for (void *p : old_mem) graph_mem.erase(p);
+        for (void *p : exec->mem) graph_mem[p] = exec;
+    }
+    for (void *p : old_mem) emu_free(p);
+    return cudaSuccess;
+}
+
+cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t s)
+{
+    if (!exec) return fail(cudaErrorInvalidValue, "emulator: launch of no graph");
+    if (s && s->capture) return fail(cudaErrorStreamCaptureUnsupported, "emulator: graph launch in a capture");
+    /* errors of the work show later (cudaGetLastError, a synchronisation),
+     * as the real launch's asynchronous ones */
+    for (auto &node : exec->nodes) node();
+    return cudaSuccess;
+}
+
+cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec)
+{
+    graph_release(exec);
+    return cudaSuccess;
+}
+
+cudaError_t cudaGraphDestroy(cudaGraph_t g)
+{
+    graph_release(g);
+    return cudaSuccess;
+}
+
+cudaError_t cudaDeviceGraphMemTrim(int device)
+{
+    (void)device;
     return cudaSuccess;
 }
 
@@ -635,6 +782,18 @@ cudaError_t cudaMemGetInfo(size_t *free_b, size_t *total_b)
     *total_b = (size_t)80 << 30;
     *free_b = *total_b - allocated;
     return cudaSuccess;
+}
+
+cudaError_t cudaHostRegister(void *p, size_t bytes, unsigned flags)
+{
+    (void)flags;
+    if (!p || !bytes) return fail(cudaErrorInvalidValue, "emulator: cudaHostRegister(%p, %zu)", p, bytes);
+    return cudaSuccess;
+}
+
+cudaError_t cudaHostUnregister(void *p)
+{
+    return p ? cudaSuccess : fail(cudaErrorInvalidValue, "emulator: cudaHostUnregister(NULL)");
 }
 
 /* ---- cuBLAS -------------------------------------------------------------------- */
@@ -655,6 +814,13 @@ cublasStatus_t cublasDestroy(cublasHandle_t h)
 cublasStatus_t cublasSetStream(cublasHandle_t h, cudaStream_t s)
 {
     h->stream = s;
+    return CUBLAS_STATUS_SUCCESS;
+}
+
+/* The emulated GEMMs need no scratch: the buffer is only checked. */
+cublasStatus_t cublasSetWorkspace(cublasHandle_t h, void *ws, size_t bytes)
+{
+    if (!h || (bytes && !ws)) return CUBLAS_STATUS_INVALID_VALUE;
     return CUBLAS_STATUS_SUCCESS;
 }
 
@@ -738,10 +904,18 @@ cublasStatus_t cublasGemmEx(cublasHandle_t h, cublasOperation_t ta, cublasOperat
                             void *C, cudaDataType_t ct, int ldc, cublasComputeType_t compute,
                             cublasGemmAlgo_t algo)
 {
-    (void)h;
     (void)algo;
     cublasStatus_t st = check_gemm(ta, tb, m, n, k, at, lda, bt, ldb, ct, ldc, compute, "cublasGemmEx");
     if (st != CUBLAS_STATUS_SUCCESS) return st;
+    {
+        /* host scalars are read at capture, as with CUBLAS_POINTER_MODE_HOST */
+        const float al = *(const float *)alpha, be = *(const float *)beta;
+        if (record(h ? h->stream : NULL, [=] {
+                (void)cublasGemmEx(NULL, ta, tb, m, n, k, &al, A, at, lda, B, bt, ldb, &be, C,
+                                   ct, ldc, compute, algo);
+            }))
+            return CUBLAS_STATUS_SUCCESS;
+    }
     return gemm_one(ta, tb, m, n, k, *(const float *)alpha, A, at, lda, B, bt, ldb,
                     *(const float *)beta, (float *)C, ldc, compute == CUBLAS_COMPUTE_32F_FAST_TF32);
 }
@@ -755,12 +929,19 @@ cublasStatus_t cublasGemmStridedBatchedEx(cublasHandle_t h, cublasOperation_t ta
                                           long long sc, int batch, cublasComputeType_t compute,
                                           cublasGemmAlgo_t algo)
 {
-    (void)h;
-    (void)algo;
     cublasStatus_t st = check_gemm(ta, tb, m, n, k, at, lda, bt, ldb, ct, ldc, compute,
                                    "cublasGemmStridedBatchedEx");
     if (st != CUBLAS_STATUS_SUCCESS) return st;
     if (batch < 0) return CUBLAS_STATUS_INVALID_VALUE;
+    {
+        const float al = *(const float *)alpha, be = *(const float *)beta;
+        if (record(h ? h->stream : NULL, [=] {
+                (void)cublasGemmStridedBatchedEx(NULL, ta, tb, m, n, k, &al, A, at, lda, sa, B, bt,
+                                                 ldb, sb, &be, C, ct, ldc, sc, batch, compute,
+                                                 algo);
+            }))
+            return CUBLAS_STATUS_SUCCESS;
+    }
     size_t ea = at == CUDA_R_32F ? 4 : 2, eb = bt == CUDA_R_32F ? 4 : 2;
     for (int i = 0; i < batch; i++) {
         st = gemm_one(ta, tb, m, n, k, *(const float *)alpha,
@@ -936,11 +1117,24 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t h, cublasLtMatmulDesc_t op, const
     (void)h;
     (void)workspace;
     (void)workspace_size;
-    (void)stream;
     int m, n, k;
     cublasStatus_t st = lt_shapes(op, a, b, c, d, &m, &n, &k);
     if (st != CUBLAS_STATUS_SUCCESS) return st;
     if (!algo || algo->data[0] != 0x5d) return CUBLAS_STATUS_INVALID_VALUE;
+    if (stream && stream->capture) {
+        /* the descriptors are destroyed after the call: the node keeps
+         * copies, and the scalars as read now */
+        auto opc = std::make_shared<sd_emu_lt_matmul_desc>(*op);
+        auto ac = std::make_shared<sd_emu_lt_layout>(*a), bc = std::make_shared<sd_emu_lt_layout>(*b),
+             cc = std::make_shared<sd_emu_lt_layout>(*c), dc = std::make_shared<sd_emu_lt_layout>(*d);
+        const float al = *(const float *)alpha, be = *(const float *)beta;
+        const cublasLtMatmulAlgo_t alg = *algo;
+        record(stream, [=] {
+            (void)cublasLtMatmul(h, opc.get(), &al, A, ac.get(), B, bc.get(), &be, C, cc.get(), D,
+                                 dc.get(), &alg, workspace, workspace_size, NULL);
+        });
+        return CUBLAS_STATUS_SUCCESS;
+    }
     const float bt = *(const float *)beta;
     float *dst = (float *)D;
     /* D = beta C first, then the product accumulates onto it */
@@ -1031,3 +1225,13 @@ void collective_enter(const void *p, unsigned ldm, size_t elem)
 }
 }  // namespace wmma
 }  // namespace nvcuda
+
+namespace sd_emu {
+void launch_on(cudaStream_t s, const char *name, const void *fn, dim3 grid, dim3 block,
+               size_t smem, const std::function<void()> &body)
+{
+    /* a node: the launch as it would be made now, arguments baked in */
+    if (record(s, [=] { launch_impl(name, fn, grid, block, smem, body); })) return;
+    launch_impl(name, fn, grid, block, smem, body);
+}
+}  // namespace sd_emu

@@ -40,6 +40,8 @@
 #include <string.h>
 
 #include <functional>
+#include <tuple>
+#include <utility>
 #include <type_traits>
 
 #include "engine/half.h"
@@ -100,7 +102,10 @@ enum {
     cudaErrorInvalidConfiguration = 9,
     cudaErrorInvalidDeviceFunction = 98,
     cudaErrorNoDevice = 100,
-    cudaErrorLaunchFailure = 719
+    cudaErrorLaunchFailure = 719,
+    cudaErrorStreamCaptureUnsupported = 900,
+    cudaErrorStreamCaptureInvalidated = 901,
+    cudaErrorGraphExecUpdateFailure = 910
 };
 typedef struct sd_emu_stream *cudaStream_t;
 typedef struct sd_emu_pool *cudaMemPool_t;
@@ -164,6 +169,38 @@ cudaError_t cudaFreeAsync(void *p, cudaStream_t s);
 cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t bytes, cudaMemcpyKind kind,
                             cudaStream_t s);
 cudaError_t cudaMemGetInfo(size_t *free_b, size_t *total_b);
+/* Page-locking host memory: nothing to do on the CPU; the calls only
+ * check their arguments (weights.cu's pin_host). */
+#define cudaHostRegisterDefault 0x00
+#define cudaHostRegisterPortable 0x01
+#define cudaHostRegisterReadOnly 0x08
+cudaError_t cudaHostRegister(void *p, size_t bytes, unsigned flags);
+cudaError_t cudaHostUnregister(void *p);
+
+/* CUDA graphs by stream capture, emulated as the real API behaves for
+ * graph.cu: between cudaStreamBeginCapture and cudaStreamEndCapture the
+ * kernel launches, cuBLAS/cuBLASLt GEMMs and async copies queued on the
+ * stream do NOT run; they are recorded as closures over their arguments
+ * (pointers baked in, as in a real graph) and run at each cudaGraphLaunch.
+ * Pool allocations made during the capture become the graph's memory (kept
+ * until the graph or its exec is destroyed; frees of them inside the
+ * capture are no-ops), a cudaStreamSynchronize of the capturing stream
+ * fails and invalidates the capture. Only the relaxed mode exists. */
+typedef struct sd_emu_graph *cudaGraph_t;
+typedef struct sd_emu_graph *cudaGraphExec_t;
+enum cudaStreamCaptureMode { cudaStreamCaptureModeRelaxed = 2 };
+struct cudaGraphExecUpdateResultInfo {
+    int result;
+};
+cudaError_t cudaStreamBeginCapture(cudaStream_t s, cudaStreamCaptureMode mode);
+cudaError_t cudaStreamEndCapture(cudaStream_t s, cudaGraph_t *g);
+cudaError_t cudaGraphInstantiate(cudaGraphExec_t *exec, cudaGraph_t g, unsigned long long flags);
+cudaError_t cudaGraphExecUpdate(cudaGraphExec_t exec, cudaGraph_t g,
+                                cudaGraphExecUpdateResultInfo *info);
+cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t s);
+cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec);
+cudaError_t cudaGraphDestroy(cudaGraph_t g);
+cudaError_t cudaDeviceGraphMemTrim(int device);
 
 namespace sd_emu {
 cudaError_t set_func_attr(const void *fn, int attr, int value);
@@ -192,11 +229,21 @@ extern thread_local launch_ids cur_launch;
 
 void launch_impl(const char *name, const void *fn, dim3 grid, dim3 block, size_t smem,
                  const std::function<void()> &body);
+/* Runs the launch, or records it when `s` is capturing (a graph node). */
+void launch_on(cudaStream_t s, const char *name, const void *fn, dim3 grid, dim3 block,
+               size_t smem, const std::function<void()> &body);
+/* The kernel call with its arguments bound by value (see SD_LAUNCH). */
+template <class... P, class... A> auto bind_launch_args(void (*kernel)(P...), A &&...a)
+{
+    return [kernel, args = std::tuple<std::decay_t<P>...>(std::forward<A>(a)...)] {
+        std::apply(kernel, args);
+    };
+}
 template <class F, class B>
-void launch(const char *name, F *fn, dim3 grid, dim3 block, size_t smem, cudaStream_t,
+void launch(const char *name, F *fn, dim3 grid, dim3 block, size_t smem, cudaStream_t s,
             const B &body)
 {
-    launch_impl(name, fn_id(fn), grid, block, smem, std::function<void()>(body));
+    launch_on(s, name, fn_id(fn), grid, block, smem, std::function<void()>(body));
 }
 unsigned char *dynamic_smem(void);
 void block_barrier(void);
@@ -350,6 +397,7 @@ typedef enum { CUBLAS_GEMM_DEFAULT = -1 } cublasGemmAlgo_t;
 cublasStatus_t cublasCreate(cublasHandle_t *h);
 cublasStatus_t cublasDestroy(cublasHandle_t h);
 cublasStatus_t cublasSetStream(cublasHandle_t h, cudaStream_t s);
+cublasStatus_t cublasSetWorkspace(cublasHandle_t h, void *ws, size_t bytes);
 const char *cublasGetStatusString(cublasStatus_t st);
 cublasStatus_t cublasGemmEx(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m,
                             int n, int k, const void *alpha, const void *A, cudaDataType_t at,

@@ -1,0 +1,728 @@
+/* test_cuda_engine.c - the engine features around the backends, on the CPU
+ * backend and on the CUDA backend (real GPU; CUDA emulated on the CPU), with
+ * the tiny golden models:
+ *   - UNet latents that are not a multiple of 8 (upsampling to any size);
+ *   - the cross-attention K/V cache: outputs equal to the uncached path;
+ *   - the VAE decode in tiles (close to the whole decode, equal when one
+ *     tile covers it) and its NaN check (an fp16 overflow redone in a
+ *     stricter precision);
+ *   - the model cache: several models through a small VRAM budget, outputs
+ *     unchanged after their weights were evicted and swapped in again.
+ * Groups and skipping as in cuda_fixture.h.
+ */
+#include "cuda_fixture.h"
+#include "golden.h"
+
+#include <math.h>
+
+#include "backend/cuda_backend.h"
+#include "engine/model_cache.h"
+#include "engine/pipeline.h"
+#include "engine/unet.h"
+#include "engine/vae.h"
+#include "engine/vae_decode.h"
+
+#define VOCAB_REL "models/clip/bpe_simple_vocab_16e6.txt.gz"
+
+static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
+
+static float frand(void)
+{
+    rng_state = rng_state * 6364136223846793005ull + 1442695040888963407ull;
+    return (float)((rng_state >> 40) * (1.0 / 16777216.0)) * 2.0f - 1.0f;
+}
+
+static float *rand_vec(size_t n, float scale)
+{
+    float *v = malloc(n * sizeof *v);
+    assert_non_null(v);
+    for (size_t i = 0; i < n; i++) v[i] = frand() * scale;
+    return v;
+}
+
+static void model_path(char *buf, size_t len, const char *kind)
+{
+    char rel[256];
+    snprintf(rel, sizeof rel, "models/tiny_%s.f16.safetensors", kind);
+    golden_path(buf, len, rel);
+}
+
+static sd_model_file *open_tiny(const char *kind, sd_family_info *fam)
+{
+    char path[1024], err[512];
+    model_path(path, sizeof path, kind);
+    sd_model_file *f = NULL;
+    if (sd_model_file_open(path, &f, err, sizeof err) || sd_family_detect(f, fam, err, sizeof err))
+        fail_msg("%s: %s", kind, err);
+    return f;
+}
+
+/* The backends a test runs on: the CPU, then the CUDA one when present. */
+static int n_backends(const fixture *f) { return f->cuda[0] ? 2 : 1; }
+static sd_backend *backend_at(const fixture *f, int i) { return i == 0 ? f->cpu : f->cuda[0]; }
+
+static double max_abs(const float *a, size_t n)
+{
+    double m = 0;
+    for (size_t i = 0; i < n; i++) m = fmax(m, fabs(a[i]));
+    return m;
+}
+
+/* ---- UNet at latent sizes that are not a multiple of 8 ----------------------------- */
+
+/* F32 precision must match the CPU closely at every size; AUTO (fp16) is
+ * checked at sizes whose GroupNorms see enough pixels: the tiny UNet has one
+ * channel per group, so at 1x2 pixels a group's two values normalise to +-1
+ * and fp16 rounding can flip them (real models have 10+ channels a group). */
+static void test_unet_any_latent_size(void **state)
+{
+    fixture *f = *state;
+    NEED_CUDA(f);
+    sd_family_info fam;
+    sd_model_file *mf = open_tiny("sd1", &fam);
+    static const int sizes[][3] = { { 12, 12, 1 }, { 6, 10, 0 }, { 10, 6, 0 }, { 3, 5, 0 },
+                                    { 5, 5, 0 }, { 7, 7, 0 }, { 16, 12, 1 } };
+    for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
+        const int B = 2, L = 77, H = sizes[k][0], W = sizes[k][1];
+        const size_t n = (size_t)B * 4 * H * W;
+        float *want = NULL;
+        float t[2] = { 999.0f, 261.5f };
+        for (int bi = -1; bi < N_PREC; bi++) {
+            if (bi == PREC_AUTO && !sizes[k][2]) continue;
+            sd_backend *be = bi < 0 ? f->cpu : f->cuda[bi];
+            char err[512];
+            sd_unet *u = NULL;
+            if (sd_unet_create(mf, &fam, be, &u, err, sizeof err)) fail_msg("%s", err);
+            int D = sd_unet_context_dim(u);
+            rng_state = 42;
+            float *x = rand_vec(n, 1.0f);
+            float *ctx = rand_vec((size_t)B * L * D, 1.0f);
+            float *out = malloc(sizeof(float) * n);
+            assert_non_null(out);
+            if (sd_unet_forward(u, x, t, ctx, L, B, H, W, out, err, sizeof err))
+                fail_msg("%s UNet %dx%d: %s", be->ops->name, H, W, err);
+            if (bi < 0) {
+                want = out;
+            } else {
+                char what[128];
+                snprintf(what, sizeof what, "%s UNet %dx%d vs cpu (%s)", f->label, H, W,
+                         bi == PREC_F32 ? "F32" : "AUTO");
+                double scale = fmax(1.0, max_abs(want, n));
+                golden_assert_close(what, out, want, n, (bi == PREC_F32 ? 1e-4 : 1e-2) * scale);
+                free(out);
+            }
+            free(x);
+            free(ctx);
+            sd_unet_destroy(u);
+        }
+        free(want);
+    }
+    sd_model_file_close(mf);
+}
+
+/* ---- cross-attention K/V cache --------------------------------------------------- */
+
+static void unet_run(sd_unet *u, const float *x, float t, const float *ctx, int L, int B, int H,
+                     int W, float *out)
+{
+    char err[512];
+    float ts[4] = { t, t, t, t };
+    if (sd_unet_forward(u, x, ts, ctx, L, B, H, W, out, err, sizeof err)) fail_msg("%s", err);
+}
+
+static void test_kv_cache_equals_uncached(void **state)
+{
+    fixture *f = *state;
+    NEED_CUDA(f);
+    const int B = 2, L = 77, H = 8, W = 8;
+    const size_t n = (size_t)B * 4 * H * W;
+    for (int bi = 0; bi < n_backends(f); bi++) {
+        sd_backend *be = backend_at(f, bi);
+        sd_family_info fam;
+        sd_model_file *mf = open_tiny(bi == 0 ? "sd2" : "sd1", &fam);
+        char err[512];
+        sd_unet *u = NULL;
+        if (sd_unet_create(mf, &fam, be, &u, err, sizeof err)) fail_msg("%s", err);
+        int D = sd_unet_context_dim(u);
+        float *x = rand_vec(n, 1.0f);
+        float *ctx1 = rand_vec((size_t)B * L * D, 1.0f), *ctx2 = rand_vec((size_t)B * L * D, 1.0f);
+        float *ref[3], *got[3];
+        for (int i = 0; i < 3; i++) {
+            ref[i] = malloc(n * sizeof(float));
+            got[i] = malloc(n * sizeof(float));
+            assert_true(ref[i] && got[i]);
+        }
+        /* uncached: two steps with one context, one with another */
+        sd_unet_set_kv_cache(u, false);
+        unet_run(u, x, 999.0f, ctx1, L, B, H, W, ref[0]);
+        unet_run(u, x, 500.0f, ctx1, L, B, H, W, ref[1]);
+        unet_run(u, x, 500.0f, ctx2, L, B, H, W, ref[2]);
+        unsigned long long hits, misses;
+        sd_unet_kv_cache_stats(u, &hits, &misses);
+        assert_true(hits == 0 && misses == 0);
+        /* cached: the first pass fills, the second reuses, a new context refills */
+        sd_unet_set_kv_cache(u, true);
+        unet_run(u, x, 999.0f, ctx1, L, B, H, W, got[0]);
+        unet_run(u, x, 500.0f, ctx1, L, B, H, W, got[1]);
+        sd_unet_kv_cache_stats(u, &hits, &misses);
+        assert_true(hits == 1 && misses == 1);
+        unet_run(u, x, 500.0f, ctx2, L, B, H, W, got[2]);
+        sd_unet_kv_cache_stats(u, &hits, &misses);
+        assert_true(hits == 1 && misses == 2);
+        for (int i = 0; i < 3; i++) {
+            char what[128];
+            snprintf(what, sizeof what, "%s kv cache pass %d", be->ops->name, i);
+            golden_assert_bits_equal(what, got[i], ref[i], n);
+        }
+        /* the context bytes are the key: a changed copy is not a hit */
+        ctx1[5] += 1.0f;
+        unet_run(u, x, 500.0f, ctx2, L, B, H, W, got[0]);
+        unet_run(u, x, 500.0f, ctx1, L, B, H, W, got[1]);
+        sd_unet_kv_cache_stats(u, &hits, &misses);
+        assert_true(hits == 2 && misses == 3);
+        for (int i = 0; i < 3; i++) {
+            free(ref[i]);
+            free(got[i]);
+        }
+        free(x);
+        free(ctx1);
+        free(ctx2);
+        sd_unet_destroy(u);
+        sd_model_file_close(mf);
+    }
+}
+
+/* ---- CUDA graphs of the UNet step ------------------------------------------------------ */
+
+/* The same passes with graphs off and on: K/V cached and not, a new
+ * context (new K/V: a new capture), another latent size, weights dropped
+ * or the scratch trimmed in between (stale graph: captured again; the
+ * capture fails on the upload or scratch growth and the pass runs eagerly).
+ * The emulation captures and replays as a GPU does (emu/cuda_emu.h),
+ * bit-equal; on a GPU bit-equal too unless cuBLAS picks other algorithms
+ * with the fixed workspace graphs set: 5e-3 relative. Each pass prints what
+ * ran (captured / launched / eager); failures name the pass. */
+static void test_unet_graphs_equal_eager(void **state)
+{
+    fixture *f = *state;
+    NEED_CUDA(f);
+    const bool emulated = strcmp(f->label, "cuda-emu") == 0;
+    const int B = 2, L = 77;
+    char err[512];
+    sd_cuda_options o = { 0, SD_CUDA_PREC_AUTO, 0, f->lib[0] ? f->lib : NULL, 0, false };
+    sd_backend *be_eager = sd_backend_cuda_create(&o, err, sizeof err);
+    o.graphs = true;
+    sd_backend *be_graph = sd_backend_cuda_create(&o, err, sizeof err);
+    if (!be_eager || !be_graph) fail_msg("%s", err);
+    assert_false(sd_backend_cuda_graphs_on(be_eager));
+    assert_true(sd_backend_cuda_graphs_on(be_graph));
+    sd_family_info fam;
+    sd_model_file *mf = open_tiny("sd1", &fam);
+    sd_unet *ue = NULL, *ug = NULL;
+    if (sd_unet_create(mf, &fam, be_eager, &ue, err, sizeof err) ||
+        sd_unet_create(mf, &fam, be_graph, &ug, err, sizeof err))
+        fail_msg("%s", err);
+    int D = sd_unet_context_dim(ue);
+    float *ctx1 = rand_vec((size_t)B * L * D, 1.0f), *ctx2 = rand_vec((size_t)B * L * D, 1.0f);
+    /* drop 1: every weight leaves the device before the pass (the graph is
+     * stale, its re-capture fails on the first upload and the pass runs
+     * eagerly); drop 2: the pool and scratch are trimmed before it, as the
+     * pipeline does after each image (the scratch the graph baked in is
+     * freed: stale too) */
+    static const struct { int kv, ctx, h, w, drop; float t; } seq[] = {
+        { 1, 1, 8, 8, 0, 999.0f }, { 1, 1, 8, 8, 0, 700.0f }, { 1, 1, 8, 8, 0, 500.0f },
+        { 1, 2, 8, 8, 0, 400.0f }, { 1, 2, 8, 8, 0, 300.0f }, { 1, 2, 8, 16, 0, 200.0f },
+        { 1, 2, 8, 8, 1, 100.0f }, { 1, 2, 8, 8, 0, 50.0f },  { 1, 2, 8, 8, 2, 40.0f },
+        { 1, 2, 8, 8, 0, 30.0f },  { 0, 1, 8, 8, 0, 20.0f },  { 0, 1, 8, 8, 0, 10.0f },
+        { 0, 1, 8, 8, 2, 5.0f },   { 0, 1, 8, 8, 0, 2.0f },
+    };
+    const void *lo = NULL, *hi = NULL;
+    for (size_t i = 0; i < sd_model_file_count(mf); i++) {
+        const sd_tensor_info *t = sd_model_file_at(mf, i);
+        const char *d = t->data;
+        if (!d || !t->nbytes) continue;
+        if (!lo || (const void *)d < lo) lo = d;
+        if (!hi || (const void *)(d + t->nbytes) > hi) hi = d + t->nbytes;
+    }
+    for (size_t k = 0; k < sizeof seq / sizeof seq[0]; k++) {
+        const int H = seq[k].h, W = seq[k].w;
+        const size_t n = (size_t)B * 4 * H * W;
+        float *x = rand_vec(n, 1.0f), *want = malloc(n * sizeof(float)),
+              *got = malloc(n * sizeof(float));
+        assert_true(want && got);
+        sd_unet_set_kv_cache(ue, seq[k].kv);
+        sd_unet_set_kv_cache(ug, seq[k].kv);
+        if (seq[k].drop == 1)
+            assert_true(sd_backend_cuda_drop_weights(be_graph, lo, hi) > 0);
+        if (seq[k].drop == 2) assert_int_equal(sd_backend_cuda_trim(be_graph), 0);
+        const float *ctx = seq[k].ctx == 1 ? ctx1 : ctx2;
+        char what[160];
+        snprintf(what, sizeof what,
+                 "%s graphs, pass %zu (kv %d, ctx %d, latent %dx%d, %s)", f->label, k,
+                 seq[k].kv, seq[k].ctx, H, W,
+                 seq[k].drop == 1 ? "weights dropped" : seq[k].drop == 2 ? "trimmed" : "steady");
+        float ts[4] = { seq[k].t, seq[k].t, seq[k].t, seq[k].t };
+        if (sd_unet_forward(ue, x, ts, ctx, L, B, H, W, want, err, sizeof err))
+            fail_msg("%s, eager UNet: %s", what, err);
+        sd_cuda_memory before;
+        assert_int_equal(sd_backend_cuda_memory(be_graph, &before, false), 0);
+        if (sd_unet_forward(ug, x, ts, ctx, L, B, H, W, got, err, sizeof err))
+            fail_msg("%s, UNet with graphs: %s", what, err);
+        sd_cuda_memory after;
+        assert_int_equal(sd_backend_cuda_memory(be_graph, &after, false), 0);
+        print_message("%s: %llu captured, %llu launched, %llu eager\n", what,
+                      after.graph_captures - before.graph_captures,
+                      after.graph_launches - before.graph_launches,
+                      after.graph_eager - before.graph_eager);
+        if (emulated) {
+            golden_assert_bits_equal(what, got, want, n);
+        } else {
+            double m = 0, d = 0;
+            for (size_t j = 0; j < n; j++) {
+                if (fabs(want[j]) > m) m = fabs(want[j]);
+                if (fabs(got[j] - want[j]) > d) d = fabs(got[j] - want[j]);
+            }
+            if (d > 5e-3 * m) fail_msg("%s: max |diff| %g (max %g)", what, d, m);
+        }
+        free(x);
+        free(want);
+        free(got);
+    }
+    sd_cuda_memory m;
+    assert_int_equal(sd_backend_cuda_memory(be_graph, &m, false), 0);
+    print_message("%s: graphs: %llu captured, %llu launches, %llu eager\n", f->label,
+                  m.graph_captures, m.graph_launches, m.graph_eager);
+    /* the emulation captures and replays as a GPU does (emu/cuda_emu.h):
+     * both there: captures after each shape/context/K-V change and after
+     * the drop and trim, eager passes where a capture failed */
+    assert_true(m.graph_launches + m.graph_eager >= 8);
+    assert_true(m.graph_captures >= 4 && m.graph_launches >= 6);
+    assert_int_equal(sd_backend_cuda_memory(be_eager, &m, false), 0);
+    assert_true(m.graph_launches == 0 && m.graph_eager == 0);
+    sd_unet_destroy(ue);
+    sd_unet_destroy(ug);
+    free(ctx1);
+    free(ctx2);
+    sd_model_file_close(mf);
+    sd_backend_destroy(be_eager);
+    sd_backend_destroy(be_graph);
+}
+
+/* ---- VAE tiles and NaN check -------------------------------------------------------- */
+
+static void test_vae_tile_starts(void **state)
+{
+    (void)state;
+    int s[16];
+    assert_int_equal(sd_vae_tile_starts(24, 16, 4, s, 16), 2);
+    assert_true(s[0] == 0 && s[1] == 8);
+    assert_int_equal(sd_vae_tile_starts(40, 16, 4, s, 16), 3);
+    assert_true(s[0] == 0 && s[1] == 12 && s[2] == 24);
+    assert_int_equal(sd_vae_tile_starts(16, 16, 4, s, 16), 1);
+    assert_int_equal(sd_vae_tile_starts(10, 16, 4, s, 16), 1);
+    assert_int_equal(s[0], 0);
+    assert_int_equal(sd_vae_tile_starts(128, 64, 8, s, 16), 3);
+    assert_true(s[0] == 0 && s[1] == 56 && s[2] == 64);
+}
+
+/* Mean |a - b| over n values. */
+static double mean_abs_diff(const float *a, const float *b, size_t n)
+{
+    double s = 0;
+    for (size_t i = 0; i < n; i++) s += fabs((double)a[i] - (double)b[i]);
+    return s / (double)n;
+}
+
+static void test_vae_tiled_close_to_whole(void **state)
+{
+    fixture *f = *state;
+    NEED_CUDA(f);
+    sd_family_info fam;
+    sd_model_file *mf = open_tiny("sd1", &fam);
+    const int h = 24, w = 20;
+    for (int bi = 0; bi < n_backends(f); bi++) {
+        sd_backend *be = backend_at(f, bi);
+        char err[512];
+        sd_vae *v = NULL;
+        if (sd_vae_create(mf, &fam, be, &v, err, sizeof err)) fail_msg("%s", err);
+        const int ds = sd_vae_downscale(v);
+        const size_t npix = (size_t)3 * h * ds * w * ds;
+        rng_state = 7;
+        float *z = rand_vec((size_t)4 * h * w, 1.0f);
+        float *whole = malloc(npix * sizeof(float)), *tiled = malloc(npix * sizeof(float));
+        assert_true(whole && tiled);
+        if (sd_vae_decode(v, z, 1, h, w, whole, err, sizeof err)) fail_msg("%s", err);
+        sd_vae_decode_info info;
+        /* one tile that covers everything is the whole decode */
+        sd_vae_decode_opts one = { .tile = 32, .overlap = 4, .force_tiles = true };
+        assert_int_equal(sd_vae_decode_image(v, be, z, h, w, tiled, &one, &info, err, sizeof err), 0);
+        assert_int_equal(info.tiles, 1);
+        golden_assert_bits_equal("one tile", tiled, whole, npix);
+        /* 2x2 tiles of 16 with 8 of overlap: close to the whole. The tiny
+         * VAE's random weights make its GroupNorm statistics differ a lot
+         * between a tile and the whole (real VAEs much less): measured
+         * 0.14 mean |diff| for a mean spread of 0.49 around the mean, where
+         * an image shifted by one row is 0.64 away */
+        sd_vae_decode_opts four = { .tile = 16, .overlap = 8, .force_tiles = true };
+        assert_int_equal(sd_vae_decode_image(v, be, z, h, w, tiled, &four, &info, err, sizeof err), 0);
+        assert_int_equal(info.tiles, 4);
+        assert_string_equal(info.why_tiled, "forced");
+        double mad = mean_abs_diff(tiled, whole, npix), range = max_abs(whole, npix);
+        double avg = 0, spread = 0;
+        for (size_t i = 0; i < npix; i++) avg += whole[i];
+        avg /= (double)npix;
+        for (size_t i = 0; i < npix; i++) spread += fabs(whole[i] - avg);
+        spread /= (double)npix;
+        print_message("%s: tiled vs whole VAE decode: mean |diff| %.4f (spread %.4f, max %.3f)\n",
+                      be->ops->name, mad, spread, range);
+        if (!(mad <= 0.05 * range && mad <= 0.4 * spread))
+            fail_msg("%s tiled decode: mean |diff| %.4f (spread %.4f, max %.3f)", be->ops->name,
+                     mad, spread, range);
+        /* above the pixel threshold tiles are used without being asked */
+        sd_vae_decode_opts sz = { .tile = 16, .overlap = 8, .tile_above = 64 * 64 };
+        assert_int_equal(sd_vae_decode_image(v, be, z, h, w, tiled, &sz, &info, err, sizeof err), 0);
+        assert_true(info.tiles == 4 && strcmp(info.why_tiled, "size") == 0);
+        /* below it, one whole decode */
+        sd_vae_decode_opts big = { .tile = 16, .overlap = 8, .tile_above = -1 };
+        assert_int_equal(sd_vae_decode_image(v, be, z, h, w, tiled, &big, &info, err, sizeof err), 0);
+        assert_true(info.tiles == 0 && info.why_tiled == NULL && !info.nan_fallback);
+        golden_assert_bits_equal("untiled", tiled, whole, npix);
+        free(z);
+        free(whole);
+        free(tiled);
+        sd_vae_destroy(v);
+    }
+    sd_model_file_close(mf);
+}
+
+/* Latents large enough to overflow fp16 (> 65504 after the first 1x1 conv)
+ * give NaN/Inf in F16 precision; the check redoes the decode in TF32. */
+static void test_vae_nan_fallback(void **state)
+{
+    fixture *f = *state;
+    NEED_CUDA(f);
+    sd_cuda_options o = { 0, SD_CUDA_PREC_F16, 0, f->lib[0] ? f->lib : NULL, 0, false };
+    char err[512];
+    sd_backend *f16 = sd_backend_cuda_create(&o, err, sizeof err);
+    if (!f16) fail_msg("F16 backend: %s", err);
+    sd_family_info fam;
+    sd_model_file *mf = open_tiny("sd1", &fam);
+    const int h = 4, w = 4;
+    sd_vae *v16 = NULL, *v32 = NULL;
+    if (sd_vae_create(mf, &fam, f16, &v16, err, sizeof err) ||
+        sd_vae_create(mf, &fam, f->cuda[PREC_F32], &v32, err, sizeof err))
+        fail_msg("%s", err);
+    const int ds = sd_vae_downscale(v16);
+    const size_t npix = (size_t)3 * h * ds * w * ds;
+    rng_state = 11;
+    float *z = rand_vec((size_t)4 * h * w, 3e5f);
+    float *plain = malloc(npix * sizeof(float)), *got = malloc(npix * sizeof(float)),
+          *want = malloc(npix * sizeof(float));
+    assert_true(plain && got && want);
+    /* the precondition: plain fp16 really overflows here */
+    if (sd_vae_decode(v16, z, 1, h, w, plain, err, sizeof err)) fail_msg("%s", err);
+    bool finite = true;
+    for (size_t i = 0; i < npix; i++) finite = finite && isfinite(plain[i]);
+    assert_false(finite);
+    sd_vae_decode_info info;
+    assert_int_equal(sd_vae_decode_image(v16, f16, z, h, w, got, NULL, &info, err, sizeof err), 0);
+    assert_true(info.nan_fallback);
+    assert_false(info.nan_left);
+    if (sd_vae_decode(v32, z, 1, h, w, want, err, sizeof err)) fail_msg("%s", err);
+    golden_assert_close("NaN fallback vs F32", got, want, npix, 1e-2 * fmax(1.0, max_abs(want, npix)));
+    /* the backend's own precision is back to F16 afterwards */
+    sd_cuda_precision now;
+    assert_int_equal(sd_backend_cuda_set_precision(f16, SD_CUDA_PREC_F16, &now), 0);
+    assert_int_equal(now, SD_CUDA_PREC_F16);
+    /* an ordinary latent needs no fallback */
+    for (size_t i = 0; i < (size_t)4 * h * w; i++) z[i] *= 1.0f / 3e5f;
+    assert_int_equal(sd_vae_decode_image(v16, f16, z, h, w, got, NULL, &info, err, sizeof err), 0);
+    assert_false(info.nan_fallback);
+    free(z);
+    free(plain);
+    free(got);
+    free(want);
+    sd_vae_destroy(v16);
+    sd_vae_destroy(v32);
+    sd_model_file_close(mf);
+    sd_backend_destroy(f16);
+}
+
+/* ---- model cache: several models through a small VRAM budget ------------------------ */
+
+static const char *const k_models[3] = { "sd1", "sd2", "sd1_inpaint" };
+
+static void generate_steps(sd_pipeline *p, int steps, sd_image *img)
+{
+    sd_job job;
+    sd_job_init(&job);
+    job.prompt = "a red cat";
+    job.negative = "blurry";
+    job.seed = 7;
+    job.steps = steps;
+    job.sampler = SD_SAMPLER_EULER;
+    job.width = job.height = 64;
+    char err[512];
+    if (sd_generate(p, &job, img, err, sizeof err)) fail_msg("generate: %s", err);
+}
+
+static void generate(sd_pipeline *p, sd_image *img) { generate_steps(p, 1, img); }
+
+static sd_model_cache *cache_on(sd_backend *be, int max_models)
+{
+    char vocab[1024], err[512];
+    golden_shared_path(vocab, sizeof vocab, VOCAB_REL);
+    sd_model_cache_opts o = { .use_backend = be, .vram_budget_mb = -1, .max_models = max_models,
+                              .vocab_path = vocab };
+    sd_model_cache *c = NULL;
+    if (sd_model_cache_create(&o, &c, err, sizeof err)) fail_msg("model cache: %s", err);
+    return c;
+}
+
+static sd_pipeline *cache_get(sd_model_cache *c, const char *kind)
+{
+    char path[1024], err[512];
+    model_path(path, sizeof path, kind);
+    sd_pipeline *p = NULL;
+    if (sd_model_cache_get(c, path, NULL, &p, err, sizeof err)) fail_msg("%s: %s", kind, err);
+    return p;
+}
+
+static int max_level_diff(const sd_image *a, const sd_image *b)
+{
+    assert_true(a->width == b->width && a->height == b->height && a->channels == b->channels);
+    int m = 0;
+    for (size_t i = 0; i < (size_t)a->width * a->height * a->channels; i++) {
+        int d = abs((int)a->pixels[i] - (int)b->pixels[i]);
+        if (d > m) m = d;
+    }
+    return m;
+}
+
+static void test_model_cache_swaps(void **state)
+{
+    fixture *f = *state;
+    NEED_CUDA(f);
+    const bool emulated = strcmp(f->label, "cuda-emu") == 0;
+    char err[512];
+    sd_cuda_options o = { 0, SD_CUDA_PREC_AUTO, 0, f->lib[0] ? f->lib : NULL, 0, false };
+    /* references, and each model's weight bytes, on a backend of its own */
+    sd_backend *ref_be = sd_backend_cuda_create(&o, err, sizeof err);
+    if (!ref_be) fail_msg("%s", err);
+    sd_model_cache *ref = cache_on(ref_be, 3);
+    sd_image want[3];
+    size_t wbytes[3], largest = 0;
+    for (int k = 0; k < 3; k++) {
+        sd_cuda_memory m0, m1;
+        assert_int_equal(sd_backend_cuda_memory(ref_be, &m0, false), 0);
+        generate(cache_get(ref, k_models[k]), &want[k]);
+        assert_int_equal(sd_backend_cuda_memory(ref_be, &m1, false), 0);
+        wbytes[k] = m1.weights - m0.weights;
+        if (wbytes[k] > largest) largest = wbytes[k];
+    }
+    sd_model_cache_destroy(ref);
+    sd_backend_destroy(ref_be);
+
+    /* a budget for about one model: every switch swaps */
+    sd_backend *be = sd_backend_cuda_create(&o, err, sizeof err);
+    if (!be) fail_msg("%s", err);
+    size_t budget = largest + largest / 4;
+    assert_int_equal(sd_backend_cuda_set_vram_budget(be, budget), 0);
+    sd_model_cache *c = cache_on(be, 2);
+    static const int order[] = { 0, 1, 0, 2, 1, 0 };
+    unsigned long long uploads_before_return = 0;
+    for (size_t i = 0; i < sizeof order / sizeof order[0]; i++) {
+        int k = order[i];
+        sd_cuda_memory m;
+        assert_int_equal(sd_backend_cuda_memory(be, &m, false), 0);
+        if (i == 2) uploads_before_return = m.weight_uploads;
+        sd_image img;
+        generate(cache_get(c, k_models[k]), &img);
+        /* no atomics anywhere: the same kernels on the same weights give the
+         * same bits; one level of slack on a GPU for cuBLAS's choices */
+        int d = max_level_diff(&img, &want[k]);
+        if (d > (emulated ? 0 : 1))
+            fail_msg("%s after a swap differs by %d levels", k_models[k], d);
+        sd_image_free(&img);
+        assert_int_equal(sd_backend_cuda_memory(be, &m, false), 0);
+        print_message("  %s: %llu uploads, %llu evictions so far\n", k_models[k], m.weight_uploads,
+                      m.weight_evictions);
+        if (m.weights > budget) fail_msg("%zu weight bytes cached, budget %zu", m.weights, budget);
+    }
+    sd_cuda_memory m;
+    assert_int_equal(sd_backend_cuda_memory(be, &m, false), 0);
+    print_message("%s: budget %zu B (models %zu/%zu/%zu B): %llu uploads, %llu evictions, "
+                  "peak %zu B, %zu B pinned\n", f->label, budget, wbytes[0], wbytes[1],
+                  wbytes[2], m.weight_uploads, m.weight_evictions, m.weights_peak, m.host_pinned);
+    assert_true(m.weight_evictions > 0);
+    assert_true(m.weights_peak <= budget);
+    /* coming back to sd1 (3rd run) uploaded it again: it had been evicted */
+    assert_true(m.weight_uploads > uploads_before_return);
+    sd_model_cache_stats st;
+    sd_model_cache_stats_get(c, &st);
+    /* sd1, sd2 open; sd1 hit; inpaint closes sd2; sd2 closes sd1; sd1 closes inpaint */
+    assert_int_equal((int)st.loads, 5);
+    assert_int_equal((int)st.hits, 1);
+    assert_int_equal((int)st.closed, 3);
+    assert_int_equal(st.open, 2);
+    /* safetensors files are page-locked; a driver may refuse to register a
+     * read-only file mapping (uploads still work, slower): required only
+     * in the emulation */
+    if (emulated) {
+        assert_int_equal(st.pinned, 2);
+        assert_true(m.host_pinned > 0);
+    } else {
+        print_message("%s: %d of 2 open models page-locked\n", f->label, st.pinned);
+    }
+    sd_model_cache_destroy(c);
+    /* closing the models dropped their device copies and pins */
+    assert_int_equal(sd_backend_cuda_memory(be, &m, false), 0);
+    assert_int_equal((int)m.weights, 0);
+    assert_int_equal((int)m.host_pinned, 0);
+    sd_backend_destroy(be);
+    for (int k = 0; k < 3; k++) sd_image_free(&want[k]);
+}
+
+/* The host level alone (any backend): LRU over open pipelines, same
+ * images as a pipeline of its own. */
+static void test_model_cache_cpu(void **state)
+{
+    fixture *f = *state;
+    sd_model_cache *c = cache_on(f->cpu, 1);
+    sd_image a, b, a2;
+    generate(cache_get(c, "sd1"), &a);
+    generate(cache_get(c, "sd2"), &b);
+    generate(cache_get(c, "sd1"), &a2);
+    assert_int_equal(max_level_diff(&a, &a2), 0);
+    sd_model_cache_stats st;
+    sd_model_cache_stats_get(c, &st);
+    assert_true(st.loads == 3 && st.hits == 0 && st.closed == 2 && st.open == 1 && st.pinned == 0);
+    char d[700];
+    sd_model_cache_describe(c, d, sizeof d);
+    assert_non_null(strstr(d, "cpu"));
+    sd_model_cache_destroy(c);
+    sd_image_free(&a);
+    sd_image_free(&b);
+    sd_image_free(&a2);
+}
+
+/* ---- offload: networks' device weights dropped between the phases --------------------- */
+
+typedef struct offload_run {
+    sd_image img[2];             /* two images in a row: the second re-uploads */
+    size_t weights_after;        /* weight bytes cached after them */
+    sd_pipeline_memory mem;      /* of the second image */
+    unsigned long long graph_captures, graph_launches;
+} offload_run;
+
+static void offload_generate(const fixture *f, int offload, bool graphs, offload_run *r)
+{
+    char err[512], path[1024], vocab[1024];
+    sd_cuda_options o = { 0, SD_CUDA_PREC_AUTO, 0, f->lib[0] ? f->lib : NULL, 0, graphs };
+    sd_backend *be = sd_backend_cuda_create(&o, err, sizeof err);
+    if (!be) fail_msg("%s", err);
+    model_path(path, sizeof path, "sd1");
+    golden_shared_path(vocab, sizeof vocab, VOCAB_REL);
+    sd_pipeline_opts po = { .model_path = path, .vocab_path = vocab,
+                            .shared_backend = be, .offload = offload, .phase_memory = true };
+    sd_pipeline *p = NULL;
+    if (sd_pipeline_load(&po, &p, err, sizeof err)) fail_msg("pipeline: %s", err);
+    /* 3 steps: the first fills the K/V cache (eager), the others are the
+     * steady state that runs as a graph when graphs are on */
+    generate_steps(p, 3, &r->img[0]);
+    generate_steps(p, 3, &r->img[1]);
+    r->mem = *sd_pipeline_last_memory(p);
+    sd_cuda_memory m;
+    assert_int_equal(sd_backend_cuda_memory(be, &m, false), 0);
+    r->weights_after = m.weights;
+    r->graph_captures = m.graph_captures;
+    r->graph_launches = m.graph_launches;
+    sd_pipeline_free(p);
+    sd_backend_destroy(be);
+}
+
+static void test_pipeline_offload(void **state)
+{
+    fixture *f = *state;
+    NEED_CUDA(f);
+    const bool emulated = strcmp(f->label, "cuda-emu") == 0;
+    offload_run r[3], g[2];
+    for (int level = SD_OFFLOAD_NONE; level <= SD_OFFLOAD_SEQUENTIAL; level++)
+        offload_generate(f, level, false, &r[level]);
+    /* with CUDA graphs of the UNet step: the pool/scratch trimmed after each
+     * image (and, sequential, the UNet's weights dropped) make the graph
+     * stale; the second image re-captures and gives the same pixels */
+    offload_generate(f, SD_OFFLOAD_NONE, true, &g[0]);
+    offload_generate(f, SD_OFFLOAD_SEQUENTIAL, true, &g[1]);
+    for (int k = 0; k < 2; k++) {
+        print_message("%s offload %d with graphs: %llu captured, %llu launched\n", f->label,
+                      k ? SD_OFFLOAD_SEQUENTIAL : SD_OFFLOAD_NONE, g[k].graph_captures,
+                      g[k].graph_launches);
+        assert_true(g[k].graph_captures >= 2 && g[k].graph_launches >= 2);
+        for (int i = 0; i < 2; i++) {
+            int d = max_level_diff(&g[k].img[i], &r[0].img[0]);
+            if (d > (emulated ? 0 : 1))
+                fail_msg("graphs, offload run %d, image %d differs by %d levels", k, i, d);
+            sd_image_free(&g[k].img[i]);
+        }
+    }
+    for (int level = 0; level < 3; level++) {
+        print_message("%s offload %d: weights after %zu B, dropped %lld B; device peaks text %zu, "
+                      "steps %zu, VAE %zu B\n", f->label, level, r[level].weights_after,
+                      r[level].mem.dropped, r[level].mem.text_peak, r[level].mem.steps_peak,
+                      r[level].mem.vae_peak);
+        assert_true(r[level].mem.valid);
+        assert_true(r[level].mem.text_peak > 0 && r[level].mem.steps_peak > 0 &&
+                    r[level].mem.vae_peak > 0);
+        /* the same weights uploaded again give the same images */
+        for (int i = 0; i < 2; i++) {
+            int d = max_level_diff(&r[level].img[i], &r[0].img[0]);
+            if (d > (emulated ? 0 : 1))
+                fail_msg("offload %d, image %d differs by %d levels", level, i, d);
+        }
+    }
+    /* NONE keeps everything; ENCODERS keeps the UNet only; SEQUENTIAL nothing */
+    assert_true(r[0].mem.dropped == 0);
+    assert_true(r[1].mem.dropped > 0 && r[1].weights_after > 0 &&
+                r[1].weights_after < r[0].weights_after);
+    assert_true(r[2].mem.dropped > r[1].mem.dropped);
+    assert_int_equal((int)r[2].weights_after, 0);
+    /* without the UNet's weights the VAE phase needs less of the device */
+    assert_true(r[2].mem.vae_peak < r[0].mem.vae_peak);
+    for (int level = 0; level < 3; level++)
+        for (int i = 0; i < 2; i++) sd_image_free(&r[level].img[i]);
+}
+
+#define ENGINE_TESTS                                                                         \
+    cmocka_unit_test(test_unet_any_latent_size), cmocka_unit_test(test_kv_cache_equals_uncached), \
+        cmocka_unit_test(test_vae_tiled_close_to_whole), cmocka_unit_test(test_vae_nan_fallback), \
+        cmocka_unit_test(test_model_cache_swaps), cmocka_unit_test(test_pipeline_offload), \
+        cmocka_unit_test(test_unet_graphs_equal_eager)
+
+static int setup_cpu_only(void **state)
+{
+    fixture *f = calloc(1, sizeof *f);
+    if (!f) return -1;
+    f->label = "cpu";
+    *state = f;
+    char err[512];
+    f->cpu = sd_backend_cpu_create(0, err, sizeof err);
+    return f->cpu ? 0 : -1;
+}
+
+int main(void)
+{
+    /* HN_TEST_FILTER=test_unet_graphs* runs only the matching tests (cmocka's
+     * wildcard pattern), e.g. the slow emulated ones one at a time */
+    const char *filter = getenv("HN_TEST_FILTER");
+    if (filter && filter[0]) cmocka_set_test_filter(filter);
+    const struct CMUnitTest cpu[] = { cmocka_unit_test(test_vae_tile_starts),
+                                      cmocka_unit_test(test_model_cache_cpu) };
+    const struct CMUnitTest gpu[] = { ENGINE_TESTS };
+    const struct CMUnitTest emu[] = { ENGINE_TESTS };
+    int failed = cmocka_run_group_tests_name("engine (CPU)", cpu, setup_cpu_only, teardown);
+    failed += cmocka_run_group_tests_name("engine on cuda (GPU)", gpu, setup_gpu, teardown);
+    failed += cmocka_run_group_tests_name("engine on cuda-emu (CUDA kernels emulated on the CPU)",
+                                          emu, setup_emu, teardown);
+    return failed ? 1 : 0;
+}
