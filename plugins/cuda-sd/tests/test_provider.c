@@ -72,6 +72,7 @@ static int teardown(void **state)
 {
     fixture *f = *state;
     cuda_sd_generator_release(&f->sd);
+    json_decref(f->sd.worker_models); /* what configure() copied (the plugin's fini does this) */
     pthread_mutex_destroy(&f->sd.lock);
     char p[1200];
     snprintf(p, sizeof p, "%s/tiny_sd1.safetensors", f->dir);
