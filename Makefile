@@ -124,7 +124,7 @@ install: all
 	install -m 755 $(PLUGIN_SOS) $(DESTDIR)$(PREFIX)/lib/horde-node/plugins/
 	install -m 644 core/include/hn/*.h core/include/hn/*.def $(DESTDIR)$(PREFIX)/include/hn/
 	install -m 644 etc/*.conf $(DESTDIR)$(PREFIX)/etc/
-	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(VERSION)|g' horde-node-plugin.pc.in \
+	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(VERSION)|g' core/horde-node-plugin.pc.in \
 	    > $(DESTDIR)$(PREFIX)/lib/pkgconfig/horde-node-plugin.pc
 
 # Benchmarks: each plugin.mk adds its targets to BENCH_TARGETS.
