@@ -9,7 +9,9 @@
 #   <name>_CFLAGS     extra compile flags
 #   <name>_TEST_SRCS  sources linked into the plugin's C tests (default: none)
 # and each plugins/<name>/tests/test_*.c becomes a cmocka test program linked
-# with <name>_TEST_SRCS, run by `make test`.
+# with <name>_TEST_SRCS, run by `make test`. Source shared by several plugins
+# lives in lib/<part>/ (see lib/README.md): a plugin lists the lib/*.c it
+# needs in its <name>_SRCS / <name>_TEST_SRCS, so each .so carries its copy.
 
 CC       ?= cc
 PREFIX   ?= /usr/local
@@ -25,7 +27,7 @@ SDK_CFLAGS  := -Icore/include $(shell pkg-config --cflags jansson 2>/dev/null)
 CORE_CFLAGS := $(CFLAGS_BASE) $(SDK_CFLAGS) -Icore -DHN_VERSION=\"$(VERSION)\" \
                -DHN_PREFIX=\"$(PREFIX)\" $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 CORE_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -ldl -lpthread -lm
-PLUGIN_CFLAGS := $(CFLAGS_BASE) $(SDK_CFLAGS) -fPIC -fvisibility=hidden
+PLUGIN_CFLAGS := $(CFLAGS_BASE) $(SDK_CFLAGS) -fPIC -fvisibility=hidden -Ilib
 # -z defs: a plugin may only use symbols of libraries it names, never the
 # core's (the core exports none): the api table is the whole contract.
 PLUGIN_LDFLAGS := -shared -Wl,-z,defs $(SANITIZE)
@@ -49,6 +51,16 @@ $(BUILD)/horde-node: $(BUILD)/obj/core/main.o $(CORE_OBJS)
 $(BUILD)/obj/core:
 	mkdir -p $@
 
+# ---- lib: source shared by plugins ------------------------------------------
+# Plugins link nothing of the core (-z defs), so shared code is compiled
+# position-independent with hidden symbols and linked into each plugin that
+# lists it; one object serves them all (no per-plugin flags).
+LIB_HDRS := $(wildcard lib/*/*.h)
+
+$(BUILD)/obj/lib/%.o: lib/%.c $(CORE_HDRS) $(LIB_HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(PLUGIN_CFLAGS) -c $< -o $@
+
 # ---- plugins ----------------------------------------------------------------
 PLUGINS := $(notdir $(patsubst %/,%,$(dir $(wildcard plugins/*/))))
 -include $(wildcard plugins/*/plugin.mk)
@@ -58,7 +70,7 @@ $(1)_SRCS ?= $$(wildcard plugins/$(1)/*.c)
 $(1)_OBJS := $$($(1)_SRCS:%.c=$(BUILD)/obj/%.o)
 $(1)_TEST_OBJS := $$($(1)_TEST_SRCS:%.c=$(BUILD)/obj/%.o)
 $(1)_TESTS := $$(patsubst plugins/$(1)/tests/%.c,$(BUILD)/tests/$(1)/%,$$(wildcard plugins/$(1)/tests/test_*.c))
-$(BUILD)/obj/plugins/$(1)/%.o: plugins/$(1)/%.c $(CORE_HDRS) $$(wildcard plugins/$(1)/*.h plugins/$(1)/*/*.h)
+$(BUILD)/obj/plugins/$(1)/%.o: plugins/$(1)/%.c $(CORE_HDRS) $(LIB_HDRS) $$(wildcard plugins/$(1)/*.h plugins/$(1)/*/*.h)
 	@mkdir -p $$(dir $$@)
 	$$(CC) $$(PLUGIN_CFLAGS) $$($(1)_CFLAGS) -Iplugins/$(1) -c $$< -o $$@
 $(BUILD)/plugins/$(1).so: $$($(1)_OBJS)

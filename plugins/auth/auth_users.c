@@ -389,12 +389,13 @@ hn_rc auth_users_reset_key(const auth_db *db, int64_t id, char key[AUTH_KEY_LEN 
     return rc;
 }
 
-hn_rc auth_users_list(const auth_db *db, auth_user_visit_fn *fn, void *ctx, hn_error *err) {
+/* Calls fn for each account the query sql (selecting ACCOUNT_COLUMNS) finds. */
+static hn_rc visit_accounts(const auth_db *db, const char *sql, const hn_value *args,
+                            size_t nargs, auth_user_visit_fn *fn, void *ctx, hn_error *err) {
     hn_db *c = db->vt->acquire(db->state, err);
     if (!c)
         return HN_ERROR;
-    hn_stmt *st = db->vt->query(c, "SELECT " ACCOUNT_COLUMNS " FROM users ORDER BY id", NULL, 0,
-                                err);
+    hn_stmt *st = db->vt->query(c, sql, args, nargs, err);
     hn_rc rc = HN_ERROR;
     if (st) {
         int r;
@@ -408,6 +409,11 @@ hn_rc auth_users_list(const auth_db *db, auth_user_visit_fn *fn, void *ctx, hn_e
     }
     db->vt->release(db->state, c);
     return rc;
+}
+
+hn_rc auth_users_list(const auth_db *db, auth_user_visit_fn *fn, void *ctx, hn_error *err) {
+    return visit_accounts(db, "SELECT " ACCOUNT_COLUMNS " FROM users ORDER BY id", NULL, 0, fn,
+                          ctx, err);
 }
 
 /* ---- changes by PUT/DELETE /users/{id} ------------------------------------------ */
@@ -468,23 +474,7 @@ void auth_users_touch(const auth_db *db, const auth_account *acc, int64_t now) {
 
 hn_rc auth_users_page(const auth_db *db, int64_t offset, int64_t limit, auth_user_visit_fn *fn,
                       void *ctx, hn_error *err) {
-    hn_db *c = db->vt->acquire(db->state, err);
-    if (!c)
-        return HN_ERROR;
     hn_value args[] = {HN_V_INT(limit), HN_V_INT(offset)};
-    hn_stmt *st = db->vt->query(
-        c, "SELECT " ACCOUNT_COLUMNS " FROM users ORDER BY id LIMIT ? OFFSET ?", args, 2, err);
-    hn_rc rc = HN_ERROR;
-    if (st) {
-        int r;
-        auth_account a;
-        while ((r = db->vt->step(st, err)) == 1) {
-            read_account(db->vt, st, &a);
-            fn(&a, ctx);
-        }
-        rc = r < 0 ? HN_ERROR : HN_OK;
-        db->vt->finish(st);
-    }
-    db->vt->release(db->state, c);
-    return rc;
+    return visit_accounts(db, "SELECT " ACCOUNT_COLUMNS " FROM users ORDER BY id LIMIT ? OFFSET ?",
+                          args, 2, fn, ctx, err);
 }

@@ -151,6 +151,10 @@ struct br_request {
     br_req_state state;
     double kudos;           /* per-image price (wp.kudos) */
     double consumed;        /* kudos consumed so far */
+    double stored_consumed; /* as far as it is in the table (cluster mode writes the
+                             * difference: several nodes finish its jobs) */
+    int unsynced_n;         /* cluster: images re-queued here whose commit is pending
+                             * (the sync adds them to the table's n) */
     char *body;             /* normalised request JSON (owned); pops build payloads from it */
     char *client_ip;
     br_req_spec s;
@@ -197,6 +201,14 @@ struct br_job {
     br_job *iprev, *inext;   /* in-flight list (state PROCESSING) */
 };
 
+/* A worker's counters. Rows take them relatively (store.c writes `col = col +
+ * the difference since the last write`), so several nodes counting the same
+ * worker add up instead of overwriting each other. */
+typedef struct br_worker_counts {
+    int64_t requests_fulfilled, uncompleted_jobs, uptime_s, suspicion;
+    double kudos_generated, mps_generated; /* mps: megapixelsteps */
+} br_worker_counts;
+
 typedef struct br_worker_attrs {
     char *bridge_agent;
     uint64_t caps;
@@ -227,6 +239,9 @@ struct br_worker {
     double kudos_generated;
     double mps_generated;    /* megapixelsteps */
     int64_t uptime_s;
+    /* the counters (above and `suspicion`) as far as they are in the table:
+     * what changed since is written as a difference (store.c) */
+    br_worker_counts stored;
     double samples[BR_SPEED_SAMPLES];
     int n_samples, sample_pos;
     double speed;            /* pixelsteps per second */
@@ -258,6 +273,10 @@ struct br_user {
     int64_t images_requested, images_fulfilled;
     double usage_mps, contribution_mps;
     bool stats_dirty;        /* broker_user_stats needs writing */
+    /* the counters as far as they are in the table: written as differences
+     * (store.c), so nodes sharing the table add up */
+    int64_t stored_requested, stored_fulfilled;
+    double stored_usage, stored_contribution;
 };
 
 /* Per-model speed samples (for /status/models performance). */
@@ -348,6 +367,13 @@ json_t *br_validate_worker_put_schema(const json_t *body);
 /* Responds 400 {"message": "Input payload validation failed", "errors": ...}.
  * Steals errors. */
 void br_respond_schema_errors(broker *b, hn_request *req, json_t *errors);
+/* The JSON body of a worker or generation request, checked in the horde's
+ * order: broker started (503), JSON (400), the schema `validate` (400 with its
+ * errors), then an apikey header (400; apikey_what describes the key in the
+ * message, e.g. "A User API key."). Borrowed (owned by the request); NULL
+ * when answered. */
+json_t *br_checked_body(broker *b, hn_request *req, json_t *(*validate)(const json_t *body),
+                        const char *apikey_what);
 
 /* ---- util.c ------------------------------------------------------------------ */
 int64_t br_now_ms(void);
@@ -493,12 +519,43 @@ void br_op_notify(br_op *op, int hook_id, json_t *info);
  * request in op, if any, must already be suspended. */
 void br_op_submit(broker *b, br_op *op);
 /* Row writers used by several files. Each adds statements to op. */
-int br_store_request_insert(br_op *op, const br_request *r);
-int br_store_request_update(br_op *op, const br_request *r);
+int br_store_request_insert(br_op *op, br_request *r);
+int br_store_request_update(br_op *op, br_request *r);
 int br_store_job_insert(br_op *op, const br_job *j);
 int br_store_job_update(br_op *op, const br_job *j);
+/* The worker's row without its counters (a new row starts them at 0). */
 int br_store_worker_save(br_op *op, const br_worker *w);
-int br_store_user_stats(br_op *op, const br_user *u);
+/* The row with what its counters gained since the last flush (relative:
+ * `col = col + ?`); w->stored catches up. */
+int br_store_worker_flush(br_op *op, br_worker *w);
+/* Same for a user's counters (broker_user_stats). */
+int br_store_user_stats(br_op *op, br_user *u);
+/* Another node's counters read from the table (cluster.c): the counters
+ * become the table's plus what this node has not written yet, never less
+ * than now (counters only grow; the table may lag a write in flight). */
+void br_worker_counts_merge(br_worker *w, const br_worker_counts *table);
+void br_user_counts_merge(br_user *u, int64_t requested, int64_t fulfilled, double usage,
+                          double contribution);
+/* An op that must not be lost (the lifecycle's stale faults, expiry and
+ * counter flushes; no HTTP answer): if its commit fails because the database
+ * is unavailable (503), the writer keeps it and commits it, before anything
+ * newer, once the database is back. Its statements must be safe to run again
+ * after a commit whose outcome was unknown. */
+void br_op_retry(br_op *op);
+/* Cluster mode: op re-queues an image of r (n + 1 in the table once it
+ * commits). Until op is committed or given up, r->unsynced_n counts it, so a
+ * sync round in between does not take the image back. Caller holds b->lock. */
+int br_op_track_requeue(br_op *op, br_request *r);
+/* Cluster mode (PostgreSQL): op takes the transaction-scoped advisory lock
+ * `key` at this point; the writer takes all the locks of a batch first, in
+ * key order, so that two nodes never deadlock on them. */
+int br_op_lock(br_op *op, long long key);
+/* A statement that must leave its count (one row, one integer: the first
+ * column of sql's result) at most max, run after op's other statements so
+ * far; otherwise the op fails with status/rc and message `fmt` (given the
+ * count and max as two long long). Cluster mode's cluster-wide limits. */
+int br_op_guard_max(br_op *op, const char *sql, const hn_value *args, size_t nargs,
+                    long long max, int status, const char *rc, const char *fmt);
 
 /* ---- route handlers -------------------------------------------------------------- */
 void br_route_async(hn_request *req, void *state);     /* generate.c */

@@ -47,7 +47,17 @@ static const hn_migration cluster_migrations[] = {
      "FOR EACH ROW EXECUTE FUNCTION broker_stamp_changed();"
      "CREATE TRIGGER broker_workers_changed BEFORE INSERT OR UPDATE ON broker_workers "
      "FOR EACH ROW EXECUTE FUNCTION broker_stamp_changed()"},
+    /* 2: users' counters sync too (store.c writes them relatively) */
+    {2,
+     "ALTER TABLE broker_user_stats ADD COLUMN changed BIGINT NOT NULL DEFAULT 0;"
+     "CREATE INDEX broker_user_stats_changed ON broker_user_stats (changed);"
+     /* the cluster-wide concurrency check (br_cluster_guard_concurrency) */
+     "CREATE INDEX broker_requests_user_active ON broker_requests (user_id) WHERE state = 0;"
+     "CREATE TRIGGER broker_user_stats_changed BEFORE INSERT OR UPDATE ON broker_user_stats "
+     "FOR EACH ROW EXECUTE FUNCTION broker_stamp_changed()"},
 };
+/* pg_advisory_xact_lock key of a user's concurrency check: "hn:u" and the id */
+#define USER_LOCK_BASE 0x686e3a7500000000LL
 
 /* ---- reading rows (no b->lock held: rows become JSON, merged after) ---------- */
 
@@ -96,9 +106,14 @@ static json_t *read_rows(broker *b, hn_db *db, const char *sql, const char *kind
 #define COL_D(row, i) json_real_value(json_array_get(row, i))
 
 static const char SQL_WORKERS[] =
-    "SELECT id, name, user_id, owner, owner_roles, created, last_checkin, attrs, maintenance "
+    "SELECT id, name, user_id, owner, owner_roles, created, last_checkin, attrs, maintenance, "
+    "requests_fulfilled, uncompleted_jobs, uptime, suspicion, kudos_generated, mps_generated "
     "FROM broker_workers WHERE changed > ?";
-static const char KINDS_WORKERS[] = "ssisiiisi";
+static const char KINDS_WORKERS[] = "ssisiiisiiiiidd";
+static const char SQL_USER_STATS[] =
+    "SELECT user_id, images_requested, images_fulfilled, usage_mps, contribution_mps "
+    "FROM broker_user_stats WHERE changed > ?";
+static const char KINDS_USER_STATS[] = "iiidd";
 static const char SQL_REQUESTS[] =
     "SELECT id, user_id, user_roles, seq, created, expiry, priority, n, jobs, state, kudos, "
     "consumed, client_ip, body FROM broker_requests WHERE changed > ? ORDER BY seq";
@@ -107,8 +122,8 @@ static const char KINDS_REQUESTS[] = "siiiiidiiiddss";
  * under that lock, so these are never older than this node's own claims
  * (the full rows above, read without the lock, may be). */
 static const char SQL_COUNTS[] =
-    "SELECT id, n, state, jobs, expiry FROM broker_requests WHERE changed > ?";
-static const char KINDS_COUNTS[] = "siiii";
+    "SELECT id, n, state, jobs, expiry, consumed FROM broker_requests WHERE changed > ?";
+static const char KINDS_COUNTS[] = "siiiid";
 static const char SQL_JOBS[] =
     "SELECT id, request_id, worker_id, model, seed, state, censored, aborted, started, ttl, "
     "finished, gen_metadata, reward, seq FROM broker_jobs WHERE changed > ? ORDER BY seq";
@@ -126,9 +141,16 @@ static void merge_worker(broker *b, const json_t *row) {
         snprintf(w->id, sizeof(w->id), "%s", id);
         br_map_put(&b->workers, w->id, w);
     }
+    br_worker_counts table = {.requests_fulfilled = COL_I(row, 9),
+                              .uncompleted_jobs = COL_I(row, 10),
+                              .uptime_s = COL_I(row, 11),
+                              .suspicion = COL_I(row, 12),
+                              .kudos_generated = COL_D(row, 13),
+                              .mps_generated = COL_D(row, 14)};
     if (w) {
         if (COL_I(row, 6) > w->last_checkin_ms)
             w->last_checkin_ms = COL_I(row, 6); /* online as seen by any node */
+        br_worker_counts_merge(w, &table); /* every node's counts (store.c) */
         return;
     }
     w = calloc(1, sizeof(*w));
@@ -147,14 +169,30 @@ static void merge_worker(broker *b, const json_t *row) {
     json_decref(attrs);
     w->maintenance = COL_I(row, 8) != 0;
     w->speed = BR_DEFAULT_SPEED;
+    br_worker_counts_merge(w, &table);
     br_worker_add(b, w);
     b->workers_ver++;
 }
 
-/* A row of SQL_COUNTS: id, n, state, jobs, expiry. */
+/* A row of SQL_USER_STATS. */
+static void merge_user_stats(broker *b, const json_t *row) {
+    br_user *u = br_user_get(b, COL_I(row, 0), true);
+    if (u)
+        br_user_counts_merge(u, COL_I(row, 1), COL_I(row, 2), COL_D(row, 3), COL_D(row, 4));
+}
+
+/* A row of SQL_COUNTS: id, n, state, jobs, expiry, consumed. */
 static void merge_counts(broker *b, const json_t *row) {
     br_request *r = br_request_find(b, COL_S(row, 0));
-    if (!r || r->state != BR_REQ_ACTIVE)
+    if (!r)
+        return;
+    /* kudos consumed: every node's submits (only grows, like store.c's
+     * counters; the table may lag a write in flight) */
+    double unwritten = r->consumed - r->stored_consumed;
+    if (COL_D(row, 5) + unwritten > r->consumed)
+        r->consumed = COL_D(row, 5) + unwritten;
+    r->stored_consumed = r->consumed - unwritten;
+    if (r->state != BR_REQ_ACTIVE)
         return; /* ended states are final */
     int state = (int)COL_I(row, 2);
     if (state != BR_REQ_ACTIVE) {
@@ -162,7 +200,9 @@ static void merge_counts(broker *b, const json_t *row) {
         r->n = 0;
         r->jobs = (int)COL_I(row, 3);
     } else {
-        r->n = (int)COL_I(row, 1); /* the database's count is the truth */
+        /* the database's count is the truth, plus our re-queues not yet
+         * committed (br_op_track_requeue) */
+        r->n = (int)COL_I(row, 1) + r->unsynced_n;
     }
     if (COL_I(row, 4) > r->expiry_ms)
         r->expiry_ms = COL_I(row, 4); /* the expiry heap is lazy: it re-reads this */
@@ -191,7 +231,7 @@ static void merge_request(broker *b, const json_t *row) {
     if (r->state != BR_REQ_ACTIVE)
         r->n = 0;
     r->kudos = COL_D(row, 10);
-    r->consumed = COL_D(row, 11);
+    r->consumed = r->stored_consumed = COL_D(row, 11);
     r->client_ip = strdup(COL_S(row, 12));
     r->body = strdup(COL_S(row, 13));
     json_t *body = r->body ? json_loads(r->body, 0, NULL) : NULL;
@@ -262,7 +302,7 @@ static int sync_round(broker *b, br_cluster *c) {
     if (!c->db && !(c->db = b->db->acquire(b->storage->state, &err)))
         return -1;
     int64_t now = db_now_ms(b, c->db, &err);
-    json_t *workers = NULL, *requests = NULL, *jobs = NULL, *counts = NULL;
+    json_t *workers = NULL, *requests = NULL, *jobs = NULL, *counts = NULL, *users = NULL;
     if (now < 0)
         goto fail;
     if (!atomic_load(&c->leader)) {
@@ -283,7 +323,8 @@ static int sync_round(broker *b, br_cluster *c) {
     int64_t since = c->since_ms - SYNC_OVERLAP_MS;
     if (!(workers = read_rows(b, c->db, SQL_WORKERS, KINDS_WORKERS, since, &err)) ||
         !(requests = read_rows(b, c->db, SQL_REQUESTS, KINDS_REQUESTS, since, &err)) ||
-        !(jobs = read_rows(b, c->db, SQL_JOBS, KINDS_JOBS, since, &err)))
+        !(jobs = read_rows(b, c->db, SQL_JOBS, KINDS_JOBS, since, &err)) ||
+        !(users = read_rows(b, c->db, SQL_USER_STATS, KINDS_USER_STATS, since, &err)))
         goto fail;
     size_t i;
     json_t *row;
@@ -297,7 +338,9 @@ static int sync_round(broker *b, br_cluster *c) {
     json_array_foreach(requests, i, row) merge_request(b, row);
     json_array_foreach(counts, i, row) merge_counts(b, row);
     json_array_foreach(jobs, i, row) merge_job(b, row);
+    json_array_foreach(users, i, row) merge_user_stats(b, row);
     pthread_mutex_unlock(&b->lock);
+    json_decref(users);
     json_decref(workers);
     json_decref(requests);
     json_decref(jobs);
@@ -308,6 +351,7 @@ static int sync_round(broker *b, br_cluster *c) {
     c->failing = false;
     return 0;
 fail:
+    json_decref(users);
     json_decref(workers);
     json_decref(requests);
     json_decref(jobs);
@@ -356,7 +400,7 @@ int br_cluster_start(broker *b, hn_error *err) {
                       "PostgreSQL database)");
         return -1;
     }
-    if (b->db->migrate(b->storage->state, "broker_cluster", cluster_migrations, 1, err) != HN_OK)
+    if (b->db->migrate(b->storage->state, "broker_cluster", cluster_migrations, 2, err) != HN_OK)
         return -1;
     br_cluster *c = calloc(1, sizeof(*c));
     if (!c) {
@@ -488,14 +532,41 @@ void br_cluster_unpop(broker *b, br_request *r, int n_jobs, bool taken) {
     br_request_requeue(b, r);
 }
 
-void br_cluster_job_requeued(broker *b, const br_job *j, br_op *op) {
-    if (!b->cluster)
-        return;
-    hn_value a[] = {HN_V_INT(j->req->seq), HN_V_INT(j->seq), HN_V_INT(j->finish_ms)};
+void br_cluster_job_fault(broker *b, const br_job *j, bool requeued, br_op *op) {
+    (void)b;
+    hn_value a[] = {HN_V_INT(j->censored),   HN_V_INT(j->aborted),
+                    HN_V_INT(j->finish_ms),  HN_V_INT(j->seed),
+                    HN_V_TEXT(j->gen_metadata ? j->gen_metadata : "[]"),
+                    HN_V_DOUBLE(j->reward),  HN_V_INT(j->seq),
+                    HN_V_INT(requeued ? 1 : 0)};
     br_op_sql(op,
-              "UPDATE broker_requests SET n = n + 1 WHERE seq = ? AND state = 0 AND EXISTS "
-              "(SELECT 1 FROM broker_jobs WHERE seq = ? AND state = 2 AND finished = ?)",
-              a, 3);
+              "WITH f AS (UPDATE broker_jobs SET state = 2, censored = ?, aborted = ?, "
+              "finished = ?, seed = ?, gen_metadata = ?, reward = ? WHERE seq = ? AND state = 0 "
+              "RETURNING request_seq) "
+              "UPDATE broker_requests SET n = n + ? WHERE seq IN (SELECT request_seq FROM f) "
+              "AND state = 0",
+              a, sizeof(a) / sizeof(a[0]));
+}
+
+int br_cluster_guard_concurrency(broker *b, br_op *op, const br_request *r,
+                                 long long concurrency) {
+    /* the anonymous user's limit is per model (generate.c): checked against
+     * this node's index only */
+    if (!b->cluster || r->user_id == 0)
+        return 0;
+    /* one check per user at a time in the whole cluster: the lock waits for
+     * another node's insert of the same user to commit, and the count (a
+     * statement of its own, so with a snapshot taken after the lock) then
+     * sees it. Held until this transaction ends. */
+    hn_value a[] = {HN_V_INT(r->user_id)};
+    if (br_op_lock(op, USER_LOCK_BASE ^ r->user_id) != 0)
+        return -1;
+    return br_op_guard_max(op,
+                           "SELECT COALESCE(SUM(n), 0) FROM broker_requests "
+                           "WHERE user_id = ? AND state = 0",
+                           a, 1, concurrency, 429, "TooManyPrompts",
+                           "Parallel requests (%lld) exceeded user limit (%lld). Please try "
+                           "again later or request to increase your concurrency.");
 }
 
 static void submit_failed(broker *b, void *arg) {
@@ -506,11 +577,73 @@ static void submit_failed(broker *b, void *arg) {
     j->state = BR_JOB_PROCESSING;
     r->finished--;
     r->processing++;
+    /* the counters submit.c added for this image: the worker's retry adds
+     * them again (same arithmetic as there) */
+    double burn = br_price_burn(&r->s, j->censored ? 0 : j->reward);
+    r->consumed -= burn; /* and that difference never reached the table */
+    r->stored_consumed -= burn;
+    br_worker *w = j->worker;
+    if (w) {
+        w->requests_fulfilled--;
+        w->kudos_generated -= j->reward * br_bridge_multiplier(w->a.bridge_agent);
+        w->mps_generated -= r->s.things / 1e6;
+        w->dirty = true;
+    }
+    br_user *requester = br_user_get(b, r->user_id, false);
+    if (requester) {
+        double mult = r->usage_multiplier > 0 ? r->usage_multiplier : 1;
+        requester->usage_mps -= r->s.things * mult / 1e6;
+        requester->stats_dirty = true;
+    }
+    br_user *owner = w ? br_user_get(b, w->user_id, false) : NULL;
+    if (owner) {
+        owner->images_fulfilled--;
+        owner->contribution_mps -= r->s.things / 1e6;
+        owner->stats_dirty = true;
+    }
     j->iprev = NULL; /* back into the in-flight list (stale sweep) */
     j->inext = b->inflight_head;
     if (b->inflight_head)
         b->inflight_head->iprev = j;
     b->inflight_head = j;
+}
+
+typedef struct fault_undo {
+    char id[BR_ID_LEN];
+    bool requeued;
+} fault_undo;
+
+/* A worker's fault of j whose commit failed: j is processing again (as in the
+ * table), so the leader's sweep faults it later if nobody submits it. */
+static void fault_failed(broker *b, void *arg) {
+    const fault_undo *u = arg;
+    br_job *j = br_job_find(b, u->id);
+    if (!j || j->state != BR_JOB_FAULTED || j->req->state != BR_REQ_ACTIVE)
+        return;
+    br_request *r = j->req;
+    j->state = BR_JOB_PROCESSING;
+    j->finish_ms = 0;
+    r->restarted--;
+    r->processing++;
+    if (u->requeued && r->n > 0)
+        r->n--;
+    j->iprev = NULL; /* back into the in-flight list (stale sweep) */
+    j->inext = b->inflight_head;
+    if (b->inflight_head)
+        b->inflight_head->iprev = j;
+    b->inflight_head = j;
+    br_request_requeue(b, r);
+}
+
+void br_cluster_fault_on_fail(broker *b, br_op *op, const br_job *j, bool requeued) {
+    if (!b->cluster)
+        return;
+    fault_undo *u = calloc(1, sizeof(*u));
+    if (!u)
+        return;
+    memcpy(u->id, j->id, sizeof(u->id));
+    u->requeued = requeued;
+    br_op_on_fail(op, fault_failed, u);
 }
 
 void br_cluster_submit_on_fail(broker *b, br_op *op, const br_job *j) {

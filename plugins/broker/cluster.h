@@ -43,14 +43,25 @@ int br_cluster_claim(broker *b, br_op *op, br_request *r, int n, hn_error *err);
  * taken: another node took the images (r waits for the next sync), else
  * they are given back. Caller holds b->lock. */
 void br_cluster_unpop(broker *b, br_request *r, int n_jobs, bool taken);
-/* br_job_fault re-queued an image of j's request: the database's n grows by
- * one, only if this op's fault of j won (cluster mode only). */
-void br_cluster_job_requeued(broker *b, const br_job *j, br_op *op);
+/* br_job_fault in cluster mode: j's row becomes faulted only if it is still
+ * processing (the first node to finish a job wins) and, only then and if
+ * requeued, its request's n grows by one, in one statement: safe to run
+ * again (br_op_retry) after a commit whose outcome was unknown. */
+void br_cluster_job_fault(broker *b, const br_job *j, bool requeued, br_op *op);
+/* Generate (cluster mode, a known user): the request's insert in op is
+ * refused with 429 TooManyPrompts unless the user's images waiting in the
+ * whole cluster (the table, under a per-user advisory lock) stay within
+ * `concurrency`. Returns 0 or -1; nothing is added outside cluster mode. */
+int br_cluster_guard_concurrency(broker *b, br_op *op, const br_request *r, long long concurrency);
 
 /* Submit (cluster mode only): if op's commit fails, j goes back to processing
  * in the index, so the worker's retry is taken and no node's memory stays
  * ahead of the table (the worker's and users' counters keep the first try). */
 void br_cluster_submit_on_fail(broker *b, br_op *op, const br_job *j);
+
+/* A worker's fault (cluster mode only): if op's commit fails, j goes back to
+ * processing in the index, as it still is in the table. */
+void br_cluster_fault_on_fail(broker *b, br_op *op, const br_job *j, bool requeued);
 
 /* ---- defined in store.c (they need br_op's insides) ---- */
 /* Runs guard (which must change exactly one row) and then op's statements in

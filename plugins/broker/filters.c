@@ -130,14 +130,8 @@ void br_filters_free(br_mod *m) {
 }
 
 static int filters_push(br_mod *m, const br_filter *f) {
-    if (m->n_filters == m->cap_filters) {
-        size_t cap = m->cap_filters ? m->cap_filters * 2 : 16;
-        br_filter *n = realloc(m->filters, cap * sizeof(*n));
-        if (!n)
-            return -1;
-        m->filters = n;
-        m->cap_filters = cap;
-    }
+    if (br_mod_reserve(&m->filters, m->n_filters, &m->cap_filters, sizeof(*m->filters)) != 0)
+        return -1;
     m->filters[m->n_filters++] = *f;
     return 0;
 }
@@ -284,15 +278,10 @@ static char *replace_all(const pcre2_code *re, const char *text, const char *rep
     return NULL;
 }
 
-/* The youth words and the type-10 replacements (caller holds m->lock).
- * Returns malloc'd text. */
-static char *rewrite_nsfw_locked(br_mod *m, const char *positive) {
-    char *text = strdup(positive);
-    for (int i = 0; text && i < 3; i++) {
-        char *next = replace_all(m->youth_code[i], text, youth_rules[i].replacement);
-        free(text);
-        text = next;
-    }
+/* The type-10 filters' replacements applied to text, which is consumed
+ * (caller holds m->lock). Returns malloc'd text, NULL out of memory (text
+ * NULL: NULL). */
+static char *replace_type10_locked(br_mod *m, char *text) {
     for (size_t i = 0; text && i < m->n_filters; i++) {
         const br_filter *f = &m->filters[i];
         if (f->filter_type != 10)
@@ -302,6 +291,18 @@ static char *rewrite_nsfw_locked(br_mod *m, const char *positive) {
         text = next;
     }
     return text;
+}
+
+/* The youth words and the type-10 replacements (caller holds m->lock).
+ * Returns malloc'd text. */
+static char *rewrite_nsfw_locked(br_mod *m, const char *positive) {
+    char *text = strdup(positive);
+    for (int i = 0; text && i < 3; i++) {
+        char *next = replace_all(m->youth_code[i], text, youth_rules[i].replacement);
+        free(text);
+        text = next;
+    }
+    return replace_type10_locked(m, text);
 }
 
 static bool nsfw_context(broker *b, const hn_user *u, const json_t *stored) {
@@ -406,15 +407,7 @@ int br_filters_apply(broker *b, const hn_user *u, const char *client_ip, bool re
     bool education = (u->roles & HN_ROLE_EDUCATION) != 0;
     char *rewritten = NULL;
     if ((replacement_filter || education) && plen <= MAX_REPLACEMENT_PROMPT) {
-        rewritten = strdup(positive);
-        for (size_t i = 0; rewritten && i < m->n_filters; i++) {
-            const br_filter *f = &m->filters[i];
-            if (f->filter_type != 10)
-                continue;
-            char *next = replace_all(f->code, rewritten, f->replacement ? f->replacement : "");
-            free(rewritten);
-            rewritten = next;
-        }
+        rewritten = replace_type10_locked(m, strdup(positive));
         /* still suspicious after the replacements: nothing can be done */
         if (rewritten && suspicion_locked(m, rewritten, NULL) >= 2) {
             free(rewritten);
@@ -494,20 +487,6 @@ static int type_arg(broker *b, hn_request *req, const json_t *v, const char *tex
     return (int)t;
 }
 
-static bool check_text(broker *b, hn_request *req, const json_t *body, const char *key,
-                       size_t min, size_t max) {
-    const json_t *v = json_object_get(body, key);
-    if (!v || json_is_null(v))
-        return true;
-    if (!json_is_string(v) || json_string_length(v) < min || json_string_length(v) > max) {
-        char msg[128];
-        snprintf(msg, sizeof(msg), "%s must be a string of %zu to %zu characters", key, min, max);
-        br_respond_schema_errors(b, req, json_pack("{s:s}", key, msg));
-        return false;
-    }
-    return true;
-}
-
 static void filters_list(broker *b, hn_request *req) {
     br_mod *m = b->mod;
     bool bad;
@@ -546,8 +525,8 @@ static void filters_add(broker *b, hn_request *req, const hn_user *u) {
     int t = type_arg(b, req, json_object_get(body, "filter_type"), NULL, &bad);
     if (bad)
         return;
-    if (!check_text(b, req, body, "description", 0, 1000) ||
-        !check_text(b, req, body, "replacement", 0, 1000))
+    if (!br_mod_text_ok(b, req, body, "description", 0, 1000, false) ||
+        !br_mod_text_ok(b, req, body, "replacement", 0, 1000, false))
         return;
     char msg[320];
     pcre2_code *code = compile(regex, msg, sizeof(msg));
@@ -708,8 +687,8 @@ static void filter_patch(broker *b, hn_request *req, int64_t id) {
     int t = type_arg(b, req, jt, NULL, &bad);
     if (bad)
         return;
-    if (!check_text(b, req, body, "description", 0, 1000) ||
-        !check_text(b, req, body, "replacement", 0, 1000))
+    if (!br_mod_text_ok(b, req, body, "description", 0, 1000, false) ||
+        !br_mod_text_ok(b, req, body, "replacement", 0, 1000, false))
         return;
     if (!regex && !desc && !rep && t < 0) {
         br_fail(b, req, 400, "NoFilterModSelected", "No filter modification selected!");
@@ -832,5 +811,5 @@ void br_route_filter_single(hn_request *req, void *state) {
     rebuild_groups(m);
     pthread_mutex_unlock(&m->lock);
     b->api->log(b->self, HN_LOG_INFO, "filter %lld deleted by %s", (long long)id, u.username);
-    b->api->respond_json(req, 200, json_pack("{s:s}", "message", "OK"));
+    br_mod_respond_ok(b, req);
 }

@@ -768,6 +768,8 @@ static void async_commit(async_ctx *c) {
     if (u)
         u->images_requested += r->jobs;
     int ok = br_store_request_insert(op, r);
+    if (ok == 0) /* cluster: the same limit against the whole cluster (cluster.h) */
+        ok = br_cluster_guard_concurrency(b, op, r, c->user.concurrency);
     if (u)
         u->stats_dirty = true;
     json_t *resp = json_pack("{s:s, s:f}", "id", r->id, "kudos", br_round(r->kudos, 0));
@@ -827,28 +829,10 @@ void br_route_async(hn_request *req, void *state) {
     broker *b = state;
     const hn_api *api = b->api;
     hn_error err;
-    if (!b->started) {
-        br_fail(b, req, 503, "ServiceUnavailable", "The broker is starting.");
+    json_t *body = br_checked_body(b, req, br_validate_async_schema,
+                                   "The API Key corresponding to a registered user.");
+    if (!body)
         return;
-    }
-    json_t *body = api->req_json(req, &err);
-    if (!body) {
-        api->respond_error(req, &err);
-        return;
-    }
-    json_t *errors = br_validate_async_schema(body);
-    if (errors) {
-        br_respond_schema_errors(b, req, errors);
-        return;
-    }
-    if (!api->req_header(req, "apikey")) {
-        br_respond_schema_errors(
-            b, req,
-            json_pack("{s:s}", "apikey",
-                      "The API Key corresponding to a registered user. Missing required "
-                      "parameter in the HTTP headers"));
-        return;
-    }
     /* a style (styles.c) rewrites prompt, params and models first, as on the horde */
     int64_t style_owner = -1;
     if (br_styles_apply(b, body, &style_owner, &err) != 0) {

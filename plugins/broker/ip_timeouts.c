@@ -103,14 +103,9 @@ static int set_locked(br_mod *m, const char *key, const br_cidr *net, bool block
                       int64_t expires_ms) {
     br_ip_timeout *t = find_locked(m, key);
     if (!t) {
-        if (m->n_timeouts == m->cap_timeouts) {
-            size_t cap = m->cap_timeouts ? m->cap_timeouts * 2 : 16;
-            br_ip_timeout *n = realloc(m->timeouts, cap * sizeof(*n));
-            if (!n)
-                return -1;
-            m->timeouts = n;
-            m->cap_timeouts = cap;
-        }
+        if (br_mod_reserve(&m->timeouts, m->n_timeouts, &m->cap_timeouts,
+                           sizeof(*m->timeouts)) != 0)
+            return -1;
         t = &m->timeouts[m->n_timeouts++];
         memset(t, 0, sizeof(*t));
         snprintf(t->key, sizeof(t->key), "%s", key);
@@ -225,15 +220,10 @@ void br_ip_report_suspicion(broker *b, const char *ip) {
         if (strcmp(m->suspicions[i].ip, key) == 0)
             s = &m->suspicions[i];
     if (!s) {
-        if (m->n_suspicions == m->cap_suspicions) {
-            size_t cap = m->cap_suspicions ? m->cap_suspicions * 2 : 16;
-            br_ip_suspicion *n = realloc(m->suspicions, cap * sizeof(*n));
-            if (!n) {
-                pthread_mutex_unlock(&m->lock);
-                return;
-            }
-            m->suspicions = n;
-            m->cap_suspicions = cap;
+        if (br_mod_reserve(&m->suspicions, m->n_suspicions, &m->cap_suspicions,
+                           sizeof(*m->suspicions)) != 0) {
+            pthread_mutex_unlock(&m->lock);
+            return;
         }
         s = &m->suspicions[m->n_suspicions++];
         memset(s, 0, sizeof(*s));
@@ -258,6 +248,61 @@ void br_ip_report_suspicion(broker *b, const char *ip) {
 static json_t *entry_json(const br_ip_timeout *t, int64_t now) {
     return json_pack("{s:s, s:I}", "ipaddr", t->key,
                      "seconds", (json_int_t)((t->expires_ms - now + 999) / 1000));
+}
+
+/* Ends the timeout of key in memory and storage; false when answered with
+ * the storage error. */
+static bool lift_timeout(broker *b, hn_request *req, const char *key) {
+    br_mod *m = b->mod;
+    pthread_mutex_lock(&m->lock);
+    for (size_t i = 0; i < m->n_timeouts; i++) {
+        if (strcmp(m->timeouts[i].key, key) == 0) {
+            m->timeouts[i] = m->timeouts[--m->n_timeouts];
+            break;
+        }
+    }
+    pthread_mutex_unlock(&m->lock);
+    hn_error err;
+    if (delete_row(b, key, &err) != HN_OK) {
+        b->api->respond_error(req, &err);
+        return false;
+    }
+    return true;
+}
+
+/* Sets the timeout of key in memory and storage; false when answered with
+ * the error. */
+static bool put_timeout(broker *b, hn_request *req, const char *key, const br_cidr *net,
+                        bool block, int64_t expires_ms) {
+    br_mod *m = b->mod;
+    hn_error err;
+    pthread_mutex_lock(&m->lock);
+    int rc = set_locked(m, key, net, block, expires_ms);
+    pthread_mutex_unlock(&m->lock);
+    if (rc != 0 || save_row(b, key, block, expires_ms, &err) != HN_OK) {
+        if (rc != 0)
+            b->api->error(&err, 500, "InternalServerError", "out of memory");
+        b->api->respond_error(req, &err);
+        return false;
+    }
+    return true;
+}
+
+/* body[key]: an integer from min to max in *out, else answered 400 with the
+ * schema's message. */
+static bool duration_arg(broker *b, hn_request *req, const json_t *body, const char *key,
+                         int min, int max, json_int_t *out) {
+    const json_t *v = json_object_get(body, key);
+    if (!json_is_integer(v) || json_integer_value(v) < min || json_integer_value(v) > max) {
+        char msg[96];
+        snprintf(msg, sizeof(msg), "%s must be an integer from %d to %d", key, min, max);
+        br_respond_schema_errors(
+            b, req,
+            json_pack("{s:s}", key, v ? msg : "Missing required parameter in the JSON body"));
+        return false;
+    }
+    *out = json_integer_value(v);
+    return true;
 }
 
 void br_route_ipaddr(hn_request *req, void *state) {
@@ -296,45 +341,20 @@ void br_route_ipaddr(hn_request *req, void *state) {
         br_fail(b, req, 400, "BadRequest", "Invalid IP address or CIDR block: %.60s", ip);
         return;
     }
-    hn_error err;
     if (method == HN_DELETE) {
-        pthread_mutex_lock(&m->lock);
-        for (size_t i = 0; i < m->n_timeouts; i++) {
-            if (strcmp(m->timeouts[i].key, key) == 0) {
-                m->timeouts[i] = m->timeouts[--m->n_timeouts];
-                break;
-            }
-        }
-        pthread_mutex_unlock(&m->lock);
-        if (delete_row(b, key, &err) != HN_OK) {
-            b->api->respond_error(req, &err);
+        if (!lift_timeout(b, req, key))
             return;
-        }
         b->api->log(b->self, HN_LOG_INFO, "IP timeout %s lifted by %s", key, u.username);
-        b->api->respond_json(req, 200, json_pack("{s:s}", "message", "OK"));
+        br_mod_respond_ok(b, req);
         return;
     }
-    const json_t *jh = json_object_get(body, "hours");
-    if (!json_is_integer(jh) || json_integer_value(jh) < 1 || json_integer_value(jh) > 720) {
-        br_respond_schema_errors(b, req,
-                                 json_pack("{s:s}", "hours",
-                                           jh ? "hours must be an integer from 1 to 720"
-                                              : "Missing required parameter in the JSON body"));
+    json_int_t hours;
+    if (!duration_arg(b, req, body, "hours", 1, 720, &hours) ||
+        !put_timeout(b, req, key, &net, true, now + (int64_t)hours * 3600 * 1000))
         return;
-    }
-    int64_t expires = now + (int64_t)json_integer_value(jh) * 3600 * 1000;
-    pthread_mutex_lock(&m->lock);
-    int rc = set_locked(m, key, &net, true, expires);
-    pthread_mutex_unlock(&m->lock);
-    if (rc != 0 || save_row(b, key, true, expires, &err) != HN_OK) {
-        if (rc != 0)
-            b->api->error(&err, 500, "InternalServerError", "out of memory");
-        b->api->respond_error(req, &err);
-        return;
-    }
-    b->api->log(b->self, HN_LOG_INFO, "IP timeout %s for %lld h by %s", key,
-                (long long)json_integer_value(jh), u.username);
-    b->api->respond_json(req, 200, json_pack("{s:s}", "message", "OK"));
+    b->api->log(b->self, HN_LOG_INFO, "IP timeout %s for %lld h by %s", key, (long long)hours,
+                u.username);
+    br_mod_respond_ok(b, req);
 }
 
 void br_route_ipaddr_single(hn_request *req, void *state) {
@@ -362,7 +382,6 @@ void br_route_ipaddr_single(hn_request *req, void *state) {
 
 void br_route_block_worker_ip(hn_request *req, void *state) {
     broker *b = state;
-    br_mod *m = b->mod;
     hn_user u;
     if (!br_mod_require_moderator(b, req, &u, "block workers' IPs"))
         return;
@@ -399,45 +418,17 @@ void br_route_block_worker_ip(hn_request *req, void *state) {
     } else {
         br_ip_parse(ip, &net, false, key, sizeof(key));
     }
-    hn_error err;
     if (b->api->req_method(req) == HN_DELETE) {
-        pthread_mutex_lock(&m->lock);
-        for (size_t i = 0; i < m->n_timeouts; i++) {
-            if (strcmp(m->timeouts[i].key, key) == 0) {
-                m->timeouts[i] = m->timeouts[--m->n_timeouts];
-                break;
-            }
-        }
-        pthread_mutex_unlock(&m->lock);
-        if (delete_row(b, key, &err) != HN_OK) {
-            b->api->respond_error(req, &err);
-            return;
-        }
-        b->api->respond_json(req, 200, json_pack("{s:s}", "message", "OK"));
+        if (lift_timeout(b, req, key))
+            br_mod_respond_ok(b, req);
         return;
     }
     json_t *body = br_mod_body(b, req);
-    if (!body)
+    json_int_t days;
+    if (!body || !duration_arg(b, req, body, "days", 1, 30, &days) ||
+        !put_timeout(b, req, key, &net, v6, br_now_ms() + (int64_t)days * DAY_MS))
         return;
-    const json_t *jd = json_object_get(body, "days");
-    if (!json_is_integer(jd) || json_integer_value(jd) < 1 || json_integer_value(jd) > 30) {
-        br_respond_schema_errors(b, req,
-                                 json_pack("{s:s}", "days",
-                                           jd ? "days must be an integer from 1 to 30"
-                                              : "Missing required parameter in the JSON body"));
-        return;
-    }
-    int64_t expires = br_now_ms() + (int64_t)json_integer_value(jd) * DAY_MS;
-    pthread_mutex_lock(&m->lock);
-    int rc = set_locked(m, key, &net, v6, expires);
-    pthread_mutex_unlock(&m->lock);
-    if (rc != 0 || save_row(b, key, v6, expires, &err) != HN_OK) {
-        if (rc != 0)
-            b->api->error(&err, 500, "InternalServerError", "out of memory");
-        b->api->respond_error(req, &err);
-        return;
-    }
     b->api->log(b->self, HN_LOG_INFO, "worker %s's IP %s blocked for %lld days by %s", id, key,
-                (long long)json_integer_value(jd), u.username);
-    b->api->respond_json(req, 200, json_pack("{s:s}", "message", "OK"));
+                (long long)days, u.username);
+    br_mod_respond_ok(b, req);
 }

@@ -63,10 +63,16 @@ void br_job_fault(broker *b, br_job *j, bool stale, int64_t now_ms, br_op *op) {
         r->n = 0;
     }
     br_request_requeue(b, r);
-    br_store_job_update(op, j);
+    if (b->cluster) { /* the job only if still processing, n + 1 only then (cluster.h) */
+        br_cluster_job_fault(b, j, requeued, op);
+        if (requeued)
+            br_op_track_requeue(op, r);
+        if (!stale) /* the sweep's op is kept instead (br_op_retry) */
+            br_cluster_fault_on_fail(b, op, j, requeued);
+    } else {
+        br_store_job_update(op, j);
+    }
     br_store_request_update(op, r);
-    if (requeued)
-        br_cluster_job_requeued(b, j, op); /* n = n + 1 in the database (cluster.h) */
     if (!was_ended && br_request_ended(r))
         br_op_notify(op, HN_HOOK_ID_generation_ended,
                      br_ended_info(b, r, r->state == BR_REQ_FAULTED ? "faulted" : "done"));
@@ -104,7 +110,7 @@ bool br_flush_dirty(broker *b, br_op *op, int64_t now_ms) {
         br_worker *w = v;
         if (!w->dirty)
             continue;
-        br_store_worker_save(op, w);
+        br_store_worker_flush(op, w); /* the counters as differences */
         w->dirty = false;
         w->last_saved_ms = now_ms;
         wrote = true;
@@ -128,8 +134,12 @@ void br_lifecycle_tick(void *state) {
     int64_t now = br_now_ms();
     json_t *faults = json_array();
     br_op *op = br_op_new(b);
-    if (!op || !faults) {
+    /* the counters in an op of their own: a row that cannot be written (a
+     * worker's name taken on another node) does not hold back the sweep */
+    br_op *flush = br_op_new(b);
+    if (!op || !flush || !faults) {
         br_op_discard(op);
+        br_op_discard(flush);
         json_decref(faults);
         return;
     }
@@ -161,14 +171,21 @@ void br_lifecycle_tick(void *state) {
         br_request_drop(b, r);
         wrote = true;
     }
-    if (br_flush_dirty(b, op, now))
-        wrote = true;
+    bool flushed = br_flush_dirty(b, flush, now);
     br_queue_snapshot(b);
+    /* stale faults, expiry and counters are already in memory: a commit that
+     * fails while the database is away is kept and made once it is back */
+    br_op_retry(op);
+    br_op_retry(flush);
     if (wrote)
         br_op_submit(b, op);
+    if (flushed)
+        br_op_submit(b, flush);
     pthread_mutex_unlock(&b->lock);
     if (!wrote)
         br_op_discard(op);
+    if (!flushed)
+        br_op_discard(flush);
     size_t k;
     json_t *info;
     json_array_foreach(faults, k, info) {

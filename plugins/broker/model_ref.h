@@ -1,10 +1,10 @@
 /* broker: the public horde's image model reference (stable_diffusion.json):
  * baselines, nsfw and inpainting flags, step/cfg/sampler requirements.
  *
- * Loaded once at init from the path in config key `model_reference`; read-only
- * afterwards, so any thread may query it without a lock. Every query accepts a
- * NULL reference (no file configured): then no model is known and baselines
- * fall back to the horde's rules for unknown names. */
+ * The broker's names for lib/modelref (modelref.h: threads, ownership, the
+ * rules for unknown names), loaded strictly: an entry that is not an object
+ * makes the file invalid. Loaded once at init from the path in config key
+ * `model_reference`; every query accepts a NULL reference (no file). */
 #ifndef BR_MODEL_REF_H
 #define BR_MODEL_REF_H
 
@@ -13,7 +13,9 @@
 
 #include <jansson.h>
 
-typedef struct br_model_ref br_model_ref;
+#include "modelref/modelref.h"
+
+typedef modelref br_model_ref;
 
 /* NULL with err filled when the file cannot be read or is not a reference. */
 br_model_ref *br_model_ref_load(const char *path, char *err, size_t errlen);

@@ -1,8 +1,10 @@
 /* broker: the moderation part's glue (see moderation.h): its routes, the
  * http_request hook, its tables and the helpers its files share. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "accounts.h"
 #include "broker.h"
 #include "moderation.h"
 
@@ -182,18 +184,8 @@ bool br_mod_is_moderator(const hn_user *u) {
 }
 
 bool br_mod_require_moderator(broker *b, hn_request *req, hn_user *user, const char *action) {
-    hn_error err;
-    if (!b->api->req_header(req, "apikey")) {
-        br_respond_schema_errors(
-            b, req,
-            json_pack("{s:s}", "apikey",
-                      "A mod API key. Missing required parameter in the HTTP headers"));
+    if (!br_require_user(b, req, "A mod API key.", user))
         return false;
-    }
-    if (br_authenticate(b, req, user, &err) != HN_OK) {
-        b->api->respond_error(req, &err);
-        return false;
-    }
     if (!br_mod_is_moderator(user)) {
         br_fail(b, req, 403, "NotModerator", "%s is not a moderator and cannot %s.",
                 user->username[0] ? user->username : "Anonymous", action);
@@ -204,6 +196,54 @@ bool br_mod_require_moderator(broker *b, hn_request *req, hn_user *user, const c
         return false;
     }
     return true;
+}
+
+bool br_mod_text_ok(broker *b, hn_request *req, const json_t *body, const char *key, size_t min,
+                    size_t max, bool required) {
+    const json_t *v = json_object_get(body, key);
+    if (!v || json_is_null(v)) {
+        if (!required)
+            return true;
+        br_respond_schema_errors(
+            b, req, json_pack("{s:s}", key, "Missing required parameter in the JSON body"));
+        return false;
+    }
+    if (!json_is_string(v) || json_string_length(v) < min || json_string_length(v) > max) {
+        char msg[128];
+        snprintf(msg, sizeof(msg), "%s must be a string of %zu to %zu characters", key, min, max);
+        br_respond_schema_errors(b, req, json_pack("{s:s}", key, msg));
+        return false;
+    }
+    return true;
+}
+
+bool br_mod_bool_ok(broker *b, hn_request *req, const json_t *body, const char *key) {
+    const json_t *v = json_object_get(body, key);
+    if (v && !json_is_boolean(v) && !json_is_null(v)) {
+        br_respond_schema_errors(b, req, json_pack("{s:s}", key, "must be a boolean"));
+        return false;
+    }
+    return true;
+}
+
+void br_mod_respond_ok(broker *b, hn_request *req) {
+    b->api->respond_json(req, 200, json_pack("{s:s}", "message", "OK"));
+}
+
+int br_mod_reserve(void *items, size_t n, size_t *cap, size_t item_size) {
+    if (n < *cap)
+        return 0;
+    /* items points to a pointer of any object type: copied, not cast, so
+     * that no T ** is read through a void ** */
+    void *old;
+    memcpy(&old, items, sizeof(old));
+    size_t grown_cap = *cap ? *cap * 2 : 16;
+    void *grown = realloc(old, grown_cap * item_size);
+    if (!grown)
+        return -1;
+    memcpy(items, &grown, sizeof(grown));
+    *cap = grown_cap;
+    return 0;
 }
 
 json_t *br_mod_body(broker *b, hn_request *req) {

@@ -1,7 +1,8 @@
 /* broker: moderation and public extras (spec/horde-api.md §1, §2, §5):
  * prompt filters (filters.c), IP timeouts (ip_timeouts.c), rate limits
- * (rate_limit.c), image statistics and news (stats.c), styles and
- * collections (styles.c), the dev test-user bootstrap (dev_user.c) and
+ * (rate_limit.c), image statistics and news (stats.c), styles (styles.c) and
+ * collections (collections.c, sharing style_catalog.c), the dev test-user
+ * bootstrap (dev_user.c) and
  * /api/swagger.json (swagger.c). moderation.c ties them to the broker: state,
  * routes, migrations.
  *
@@ -115,6 +116,18 @@ bool br_mod_require_moderator(broker *b, hn_request *req, hn_user *user, const c
 bool br_mod_is_moderator(const hn_user *u);
 /* JSON body as an object, else answered 400. */
 json_t *br_mod_body(broker *b, hn_request *req);
+/* body[key] absent or null (allowed unless required), or a string of min to
+ * max characters; else answered 400 with the schema's message. */
+bool br_mod_text_ok(broker *b, hn_request *req, const json_t *body, const char *key, size_t min,
+                    size_t max, bool required);
+/* body[key] absent, null or a boolean; else answered 400. */
+bool br_mod_bool_ok(broker *b, hn_request *req, const json_t *body, const char *key);
+/* Answers 200 {"message": "OK"}. */
+void br_mod_respond_ok(broker *b, hn_request *req);
+/* Room for one more item in a growing array: items is the address of the
+ * array pointer (T **), n the items used, *cap the items allocated; doubles
+ * *cap (from 16) when full. 0, or -1 out of memory (array unchanged). */
+int br_mod_reserve(void *items, size_t n, size_t *cap, size_t item_size);
 /* The storage connection for a short write-through; NULL with err. */
 hn_db *br_mod_db(broker *b, hn_error *err);
 void br_mod_db_release(broker *b, hn_db *db);
@@ -158,7 +171,8 @@ void br_route_stats_models(hn_request *req, void *state);
 void br_route_news(hn_request *req, void *state);
 int br_news_load(broker *b, hn_error *err);
 
-/* ---- styles.c -------------------------------------------------------------------------------- */
+/* ---- styles.c, collections.c, style_catalog.c ----------------------------------------------- */
+/* Loads (or reloads) styles and collections (style_catalog.c). */
 int br_styles_load(broker *b, hn_db *db, hn_error *err);
 void br_styles_free(br_mod *m);
 /* POST /generate/async: applies `style` (id or name) to body in place.

@@ -380,27 +380,9 @@ void br_route_pop(hn_request *req, void *state) {
     const hn_api *api = b->api;
     hn_error err;
     hn_user user;
-    if (!b->started) {
-        br_fail(b, req, 503, "ServiceUnavailable", "The broker is starting.");
+    json_t *body = br_checked_body(b, req, br_validate_pop_schema, "A User API key.");
+    if (!body)
         return;
-    }
-    json_t *body = api->req_json(req, &err);
-    if (!body) {
-        api->respond_error(req, &err);
-        return;
-    }
-    json_t *errors = br_validate_pop_schema(body);
-    if (errors) {
-        br_respond_schema_errors(b, req, errors);
-        return;
-    }
-    if (!api->req_header(req, "apikey")) {
-        br_respond_schema_errors(
-            b, req,
-            json_pack("{s:s}", "apikey",
-                      "A User API key. Missing required parameter in the HTTP headers"));
-        return;
-    }
     if (br_authenticate(b, req, &user, &err) != HN_OK) {
         api->respond_error(req, &err);
         return;

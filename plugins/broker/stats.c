@@ -41,14 +41,8 @@ static int bucket_add(br_mod *m, int64_t hour, const char *model, int64_t images
             free(m->buckets[i].model);
     }
     m->n_buckets = w;
-    if (m->n_buckets == m->cap_buckets) {
-        size_t cap = m->cap_buckets ? m->cap_buckets * 2 : 64;
-        br_stat_bucket *n = realloc(m->buckets, cap * sizeof(*n));
-        if (!n)
-            return -1;
-        m->buckets = n;
-        m->cap_buckets = cap;
-    }
+    if (br_mod_reserve(&m->buckets, m->n_buckets, &m->cap_buckets, sizeof(*m->buckets)) != 0)
+        return -1;
     char *name = strdup(model);
     if (!name)
         return -1;

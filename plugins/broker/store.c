@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "broker.h"
 #include "cluster.h"
@@ -28,6 +29,13 @@ typedef struct op_stmt {
     const char *sql; /* a string literal: not owned */
     size_t nargs;
     hn_value args[OP_MAX_ARGS];
+    /* br_op_guard_max: sql is a query whose first column must stay <= max */
+    bool guard;
+    /* br_op_lock: sql takes the advisory lock args[0] (an integer key) */
+    bool lock;
+    long long max;
+    int status;
+    const char *rc, *fmt; /* string literals */
 } op_stmt;
 
 struct br_op {
@@ -45,9 +53,13 @@ struct br_op {
     int hook_id;
     json_t *hook_info;
     json_t *also; /* [[hook_id, info], ...]: more notifications after hook_id */
+    json_t *requeued; /* ids of requests whose unsynced_n this op holds */
     void (*on_fail)(broker *b, void *arg);
     void *fail_arg;
     bool failed;
+    bool transient;    /* it failed because the database was unavailable (503) */
+    bool retry;        /* br_op_retry: kept and committed later instead of failing */
+    bool guard_failed; /* a br_op_guard_max limit refused it: err is the answer */
     hn_error err;
     atomic_int refs; /* the writer's, plus one per br_op_hold */
 };
@@ -77,6 +89,7 @@ static void op_free(br_op *op) {
     json_decref(op->body);
     json_decref(op->hook_info);
     json_decref(op->also);
+    json_decref(op->requeued);
     free(op->fail_arg);
     free(op);
 }
@@ -109,6 +122,7 @@ int br_op_sql(br_op *op, const char *sql, const hn_value *args, size_t nargs) {
         grow((void **)&op->stmts, &op->cap_stmts, op->n_stmts + 1, sizeof(op_stmt)) != 0)
         return -1;
     op_stmt *st = &op->stmts[op->n_stmts];
+    memset(st, 0, sizeof(*st));
     st->sql = sql;
     st->nargs = nargs;
     for (size_t i = 0; i < nargs; i++) {
@@ -134,6 +148,40 @@ int br_op_sql(br_op *op, const char *sql, const hn_value *args, size_t nargs) {
         }
     }
     op->n_stmts++;
+    return 0;
+}
+
+int br_op_guard_max(br_op *op, const char *sql, const hn_value *args, size_t nargs,
+                    long long max, int status, const char *rc, const char *fmt) {
+    if (br_op_sql(op, sql, args, nargs) != 0)
+        return -1;
+    op_stmt *st = &op->stmts[op->n_stmts - 1];
+    st->guard = true;
+    st->max = max;
+    st->status = status;
+    st->rc = rc;
+    st->fmt = fmt;
+    return 0;
+}
+
+int br_op_lock(br_op *op, long long key) {
+    hn_value k[] = {HN_V_INT(key)};
+    if (br_op_sql(op, "SELECT pg_advisory_xact_lock(?)", k, 1) != 0)
+        return -1;
+    op->stmts[op->n_stmts - 1].lock = true;
+    return 0;
+}
+
+void br_op_retry(br_op *op) {
+    op->retry = true;
+}
+
+int br_op_track_requeue(br_op *op, br_request *r) {
+    if (!op->requeued && !(op->requeued = json_array()))
+        return -1;
+    if (json_array_append_new(op->requeued, json_string(r->id)) != 0)
+        return -1;
+    r->unsynced_n++;
     return 0;
 }
 
@@ -200,7 +248,8 @@ void br_op_submit(broker *b, br_op *op) {
 
 /* ---- row writers ------------------------------------------------------------------ */
 
-int br_store_request_insert(br_op *op, const br_request *r) {
+int br_store_request_insert(br_op *op, br_request *r) {
+    r->stored_consumed = r->consumed;
     hn_value a[] = {
         HN_V_TEXT(r->id),          HN_V_INT(r->user_id),    HN_V_INT(r->user_roles),
         HN_V_INT(r->seq),          HN_V_INT(r->created_ms), HN_V_INT(r->expiry_ms),
@@ -215,21 +264,27 @@ int br_store_request_insert(br_op *op, const br_request *r) {
                      a, sizeof(a) / sizeof(a[0]));
 }
 
-int br_store_request_update(br_op *op, const br_request *r) {
+int br_store_request_update(br_op *op, br_request *r) {
     hn_value a[] = {HN_V_INT(r->n),        HN_V_INT(r->jobs),         HN_V_INT(r->state),
                     HN_V_INT(r->expiry_ms), HN_V_DOUBLE(r->consumed), HN_V_DOUBLE(r->priority),
                     HN_V_INT(r->seq)};
     if (op->b->conf->cluster) {
         /* cluster.h: n belongs to the database (pops claim it, faults add to
          * it); a state only leaves 0 once; expiry only grows */
+        /* consumed is a counter two nodes add to: the difference */
         hn_value c[] = {HN_V_INT(r->state),     HN_V_INT(r->jobs),     HN_V_INT(r->state),
-                        HN_V_INT(r->expiry_ms), HN_V_DOUBLE(r->consumed), HN_V_DOUBLE(r->priority),
-                        HN_V_INT(r->seq)};
-        return br_op_sql(op,
-                         "UPDATE broker_requests SET n = CASE WHEN ? <> 0 THEN 0 ELSE n END, "
-                         "jobs = ?, state = CASE WHEN state = 0 THEN ? ELSE state END, "
-                         "expiry = GREATEST(expiry, ?), consumed = ?, priority = ? WHERE seq = ?",
-                         c, sizeof(c) / sizeof(c[0]));
+                        HN_V_INT(r->expiry_ms),
+                        HN_V_DOUBLE(r->consumed - r->stored_consumed),
+                        HN_V_DOUBLE(r->priority), HN_V_INT(r->seq)};
+        int rc = br_op_sql(op,
+                           "UPDATE broker_requests SET n = CASE WHEN ? <> 0 THEN 0 ELSE n END, "
+                           "jobs = ?, state = CASE WHEN state = 0 THEN ? ELSE state END, "
+                           "expiry = GREATEST(expiry, ?), consumed = consumed + ?, "
+                           "priority = ? WHERE seq = ?",
+                           c, sizeof(c) / sizeof(c[0]));
+        if (rc == 0)
+            r->stored_consumed = r->consumed;
+        return rc;
     }
     return br_op_sql(op,
                      "UPDATE broker_requests SET n = ?, jobs = ?, state = ?, expiry = ?, "
@@ -302,20 +357,28 @@ static json_t *worker_attrs_json(const br_worker_attrs *a) {
         a->ipaddr ? a->ipaddr : "");
 }
 
+/* What of the worker's state is not a counter (the counters have columns of
+ * their own, written relatively). */
 static json_t *worker_stats_json(const br_worker *w) {
     json_t *samples = json_array();
     for (int i = 0; i < w->n_samples; i++)
         json_array_append_new(samples, json_real(w->samples[i]));
-    return json_pack("{s:I, s:I, s:f, s:f, s:I, s:o, s:i, s:b, s:I, s:I}", "requests_fulfilled",
-                     (json_int_t)w->requests_fulfilled, "uncompleted_jobs",
-                     (json_int_t)w->uncompleted_jobs, "kudos_generated", w->kudos_generated,
-                     "mps_generated", w->mps_generated, "uptime", (json_int_t)w->uptime_s,
-                     "samples", samples, "sample_pos", w->sample_pos, "paused", w->paused,
-                     "suspicion", (json_int_t)w->suspicion, "suspicion_reasons",
-                     (json_int_t)w->suspicion_reasons);
+    return json_pack("{s:o, s:i, s:b, s:I}", "samples", samples, "sample_pos", w->sample_pos,
+                     "paused", w->paused, "suspicion_reasons", (json_int_t)w->suspicion_reasons);
 }
 
-int br_store_worker_save(br_op *op, const br_worker *w) {
+static void worker_counts_now(const br_worker *w, br_worker_counts *c) {
+    c->requests_fulfilled = w->requests_fulfilled;
+    c->uncompleted_jobs = w->uncompleted_jobs;
+    c->uptime_s = w->uptime_s;
+    c->suspicion = w->suspicion;
+    c->kudos_generated = w->kudos_generated;
+    c->mps_generated = w->mps_generated;
+}
+
+/* The whole row; the counters add `add` (ON CONFLICT: to what the table has,
+ * whichever node wrote it). Same SQL on SQLite and PostgreSQL. */
+static int worker_upsert(br_op *op, const br_worker *w, const br_worker_counts *add) {
     json_t *attrs = worker_attrs_json(&w->a);
     json_t *stats = worker_stats_json(w);
     char *as = attrs ? json_dumps(attrs, JSON_COMPACT) : NULL;
@@ -335,34 +398,110 @@ int br_store_worker_save(br_op *op, const br_worker *w) {
                         HN_V_TEXT(ss),
                         HN_V_INT(w->maintenance),
                         HN_V_TEXT(w->maintenance_msg ? w->maintenance_msg : ""),
-                        HN_V_TEXT(w->info ? w->info : "")};
+                        HN_V_TEXT(w->info ? w->info : ""),
+                        HN_V_INT(add->requests_fulfilled),
+                        HN_V_INT(add->uncompleted_jobs),
+                        HN_V_DOUBLE(add->kudos_generated),
+                        HN_V_DOUBLE(add->mps_generated)};
+        /* at most OP_MAX_ARGS (16) arguments a statement: uptime and
+         * suspicion go in a second, relative UPDATE */
         rc = br_op_sql(
             op,
             "INSERT INTO broker_workers (id, name, user_id, owner, owner_roles, created, "
-            "last_checkin, attrs, stats, maintenance, maintenance_msg, info) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
+            "last_checkin, attrs, stats, maintenance, maintenance_msg, info, "
+            "requests_fulfilled, uncompleted_jobs, kudos_generated, mps_generated) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
             "name = excluded.name, owner = excluded.owner, owner_roles = excluded.owner_roles, "
             "last_checkin = excluded.last_checkin, attrs = excluded.attrs, "
             "stats = excluded.stats, maintenance = excluded.maintenance, "
-            "maintenance_msg = excluded.maintenance_msg, info = excluded.info",
+            "maintenance_msg = excluded.maintenance_msg, info = excluded.info, "
+            "requests_fulfilled = broker_workers.requests_fulfilled + excluded.requests_fulfilled, "
+            "uncompleted_jobs = broker_workers.uncompleted_jobs + excluded.uncompleted_jobs, "
+            "kudos_generated = broker_workers.kudos_generated + excluded.kudos_generated, "
+            "mps_generated = broker_workers.mps_generated + excluded.mps_generated",
             a, sizeof(a) / sizeof(a[0]));
+        if (rc == 0 && (add->uptime_s || add->suspicion)) {
+            hn_value u[] = {HN_V_INT(add->uptime_s), HN_V_INT(add->suspicion), HN_V_TEXT(w->id)};
+            rc = br_op_sql(op,
+                           "UPDATE broker_workers SET uptime = uptime + ?, "
+                           "suspicion = suspicion + ? WHERE id = ?",
+                           u, 3);
+        }
     }
     free(as);
     free(ss);
     return rc;
 }
 
-int br_store_user_stats(br_op *op, const br_user *u) {
-    hn_value a[] = {HN_V_INT(u->id), HN_V_INT(u->images_requested),
-                    HN_V_INT(u->images_fulfilled), HN_V_DOUBLE(u->usage_mps),
-                    HN_V_DOUBLE(u->contribution_mps)};
-    return br_op_sql(op,
-                     "INSERT INTO broker_user_stats (user_id, images_requested, images_fulfilled, "
-                     "usage_mps, contribution_mps) VALUES (?, ?, ?, ?, ?) ON CONFLICT (user_id) "
-                     "DO UPDATE SET images_requested = excluded.images_requested, "
-                     "images_fulfilled = excluded.images_fulfilled, usage_mps = "
-                     "excluded.usage_mps, contribution_mps = excluded.contribution_mps",
-                     a, sizeof(a) / sizeof(a[0]));
+int br_store_worker_save(br_op *op, const br_worker *w) {
+    br_worker_counts none = {0};
+    return worker_upsert(op, w, &none);
+}
+
+int br_store_worker_flush(br_op *op, br_worker *w) {
+    br_worker_counts now, add;
+    worker_counts_now(w, &now);
+    add.requests_fulfilled = now.requests_fulfilled - w->stored.requests_fulfilled;
+    add.uncompleted_jobs = now.uncompleted_jobs - w->stored.uncompleted_jobs;
+    add.uptime_s = now.uptime_s - w->stored.uptime_s;
+    add.suspicion = now.suspicion - w->stored.suspicion;
+    add.kudos_generated = now.kudos_generated - w->stored.kudos_generated;
+    add.mps_generated = now.mps_generated - w->stored.mps_generated;
+    int rc = worker_upsert(op, w, &add);
+    if (rc == 0)
+        w->stored = now;
+    return rc;
+}
+
+/* counters only grow: a table value below ours lags a write still in flight */
+#define MERGE_COUNTER(value, stored, table)                                                  \
+    do {                                                                                     \
+        __typeof__(value) unwritten_ = (value) - (stored);                                   \
+        if ((table) + unwritten_ > (value))                                                  \
+            (value) = (table) + unwritten_;                                                  \
+        (stored) = (value) - unwritten_;                                                     \
+    } while (0)
+
+void br_worker_counts_merge(br_worker *w, const br_worker_counts *t) {
+    MERGE_COUNTER(w->requests_fulfilled, w->stored.requests_fulfilled, t->requests_fulfilled);
+    MERGE_COUNTER(w->uncompleted_jobs, w->stored.uncompleted_jobs, t->uncompleted_jobs);
+    MERGE_COUNTER(w->uptime_s, w->stored.uptime_s, t->uptime_s);
+    MERGE_COUNTER(w->suspicion, w->stored.suspicion, t->suspicion);
+    MERGE_COUNTER(w->kudos_generated, w->stored.kudos_generated, t->kudos_generated);
+    MERGE_COUNTER(w->mps_generated, w->stored.mps_generated, t->mps_generated);
+}
+
+void br_user_counts_merge(br_user *u, int64_t requested, int64_t fulfilled, double usage,
+                          double contribution) {
+    MERGE_COUNTER(u->images_requested, u->stored_requested, requested);
+    MERGE_COUNTER(u->images_fulfilled, u->stored_fulfilled, fulfilled);
+    MERGE_COUNTER(u->usage_mps, u->stored_usage, usage);
+    MERGE_COUNTER(u->contribution_mps, u->stored_contribution, contribution);
+}
+
+int br_store_user_stats(br_op *op, br_user *u) {
+    hn_value a[] = {HN_V_INT(u->id), HN_V_INT(u->images_requested - u->stored_requested),
+                    HN_V_INT(u->images_fulfilled - u->stored_fulfilled),
+                    HN_V_DOUBLE(u->usage_mps - u->stored_usage),
+                    HN_V_DOUBLE(u->contribution_mps - u->stored_contribution)};
+    /* relative: two nodes counting for the same user both count */
+    int rc = br_op_sql(
+        op,
+        "INSERT INTO broker_user_stats (user_id, images_requested, images_fulfilled, "
+        "usage_mps, contribution_mps) VALUES (?, ?, ?, ?, ?) ON CONFLICT (user_id) "
+        "DO UPDATE SET images_requested = broker_user_stats.images_requested + "
+        "excluded.images_requested, images_fulfilled = broker_user_stats.images_fulfilled + "
+        "excluded.images_fulfilled, usage_mps = broker_user_stats.usage_mps + "
+        "excluded.usage_mps, contribution_mps = broker_user_stats.contribution_mps + "
+        "excluded.contribution_mps",
+        a, sizeof(a) / sizeof(a[0]));
+    if (rc == 0) {
+        u->stored_requested = u->images_requested;
+        u->stored_fulfilled = u->images_fulfilled;
+        u->stored_usage = u->usage_mps;
+        u->stored_contribution = u->contribution_mps;
+    }
+    return rc;
 }
 
 /* ---- schema ------------------------------------------------------------------------- */
@@ -398,8 +537,38 @@ int br_store_user_stats(br_op *op, const br_user *u) {
      " images_fulfilled BIGINT NOT NULL, usage_mps DOUBLE PRECISION NOT NULL," \
      " contribution_mps DOUBLE PRECISION NOT NULL)"
 
-static const hn_migration migrations_sqlite[] = {{1, BROKER_SCHEMA_V1("INTEGER")}};
-static const hn_migration migrations_postgres[] = {{1, BROKER_SCHEMA_V1("BIGINT")}};
+/* v2: a worker's counters get columns of their own, so rows can take them
+ * relatively (`col = col + ?`) and nodes sharing a database add up; they move
+ * out of the stats JSON. Reading the old JSON is the one place the dialects
+ * differ (json_extract vs ->>). */
+#define BROKER_WORKER_COUNTERS_V2 \
+     "ALTER TABLE broker_workers ADD COLUMN requests_fulfilled BIGINT NOT NULL DEFAULT 0;" \
+     "ALTER TABLE broker_workers ADD COLUMN uncompleted_jobs BIGINT NOT NULL DEFAULT 0;" \
+     "ALTER TABLE broker_workers ADD COLUMN kudos_generated DOUBLE PRECISION NOT NULL DEFAULT 0;" \
+     "ALTER TABLE broker_workers ADD COLUMN mps_generated DOUBLE PRECISION NOT NULL DEFAULT 0;" \
+     "ALTER TABLE broker_workers ADD COLUMN uptime BIGINT NOT NULL DEFAULT 0;" \
+     "ALTER TABLE broker_workers ADD COLUMN suspicion BIGINT NOT NULL DEFAULT 0;"
+#define JSON_SQLITE(key) "COALESCE(json_extract(stats, '$." key "'), 0)"
+#define JSON_PG(key, type) "COALESCE((stats::json->>'" key "')::" type ", 0)"
+
+static const hn_migration migrations_sqlite[] = {
+    {1, BROKER_SCHEMA_V1("INTEGER")},
+    {2, BROKER_WORKER_COUNTERS_V2
+        "UPDATE broker_workers SET requests_fulfilled = " JSON_SQLITE("requests_fulfilled") ","
+        " uncompleted_jobs = " JSON_SQLITE("uncompleted_jobs") ","
+        " kudos_generated = " JSON_SQLITE("kudos_generated") ","
+        " mps_generated = " JSON_SQLITE("mps_generated") ","
+        " uptime = " JSON_SQLITE("uptime") ", suspicion = " JSON_SQLITE("suspicion")},
+};
+static const hn_migration migrations_postgres[] = {
+    {1, BROKER_SCHEMA_V1("BIGINT")},
+    {2, BROKER_WORKER_COUNTERS_V2
+        "UPDATE broker_workers SET requests_fulfilled = " JSON_PG("requests_fulfilled", "bigint") ","
+        " uncompleted_jobs = " JSON_PG("uncompleted_jobs", "bigint") ","
+        " kudos_generated = " JSON_PG("kudos_generated", "double precision") ","
+        " mps_generated = " JSON_PG("mps_generated", "double precision") ","
+        " uptime = " JSON_PG("uptime", "bigint") ", suspicion = " JSON_PG("suspicion", "bigint")},
+};
 
 /* ---- loading the index at start ----------------------------------------------------- */
 
@@ -441,8 +610,9 @@ static void attrs_from_json(br_worker_attrs *a, const json_t *j) {
 static hn_rc load_workers(broker *b, hn_db *db, hn_error *err) {
     hn_stmt *st = b->db->query(db,
                                "SELECT id, name, user_id, owner, owner_roles, created, "
-                               "last_checkin, attrs, stats, maintenance, maintenance_msg, info "
-                               "FROM broker_workers",
+                               "last_checkin, attrs, stats, maintenance, maintenance_msg, info, "
+                               "requests_fulfilled, uncompleted_jobs, kudos_generated, "
+                               "mps_generated, uptime, suspicion FROM broker_workers",
                                NULL, 0, err);
     if (!st)
         return HN_ERROR;
@@ -461,13 +631,14 @@ static hn_rc load_workers(broker *b, hn_db *db, hn_error *err) {
         json_t *attrs = json_loads(b->db->col_text(st, 7), 0, NULL);
         json_t *stats = json_loads(b->db->col_text(st, 8), 0, NULL);
         attrs_from_json(&w->a, attrs);
-        w->requests_fulfilled = br_jint(stats, "requests_fulfilled", 0);
-        w->uncompleted_jobs = br_jint(stats, "uncompleted_jobs", 0);
-        w->kudos_generated = br_jnum(stats, "kudos_generated", 0);
-        w->mps_generated = br_jnum(stats, "mps_generated", 0);
-        w->uptime_s = br_jint(stats, "uptime", 0);
+        w->requests_fulfilled = b->db->col_int(st, 12);
+        w->uncompleted_jobs = b->db->col_int(st, 13);
+        w->kudos_generated = b->db->col_double(st, 14);
+        w->mps_generated = b->db->col_double(st, 15);
+        w->uptime_s = b->db->col_int(st, 16);
+        w->suspicion = b->db->col_int(st, 17);
+        worker_counts_now(w, &w->stored); /* all of it is in the table */
         w->paused = br_jbool(stats, "paused", false);
-        w->suspicion = br_jint(stats, "suspicion", 0);
         w->suspicion_reasons = (uint32_t)br_jint(stats, "suspicion_reasons", 0);
         const json_t *samples = json_object_get(stats, "samples");
         w->speed = BR_DEFAULT_SPEED;
@@ -503,10 +674,10 @@ static hn_rc load_user_stats(broker *b, hn_db *db, hn_error *err) {
         br_user *u = br_user_get(b, b->db->col_int(st, 0), true);
         if (!u)
             continue;
-        u->images_requested = b->db->col_int(st, 1);
-        u->images_fulfilled = b->db->col_int(st, 2);
-        u->usage_mps = b->db->col_double(st, 3);
-        u->contribution_mps = b->db->col_double(st, 4);
+        u->images_requested = u->stored_requested = b->db->col_int(st, 1);
+        u->images_fulfilled = u->stored_fulfilled = b->db->col_int(st, 2);
+        u->usage_mps = u->stored_usage = b->db->col_double(st, 3);
+        u->contribution_mps = u->stored_contribution = b->db->col_double(st, 4);
     }
     b->db->finish(st);
     return rc < 0 ? HN_ERROR : HN_OK;
@@ -536,7 +707,7 @@ static hn_rc load_requests(broker *b, hn_db *db, hn_error *err) {
         r->jobs = (int)b->db->col_int(st, 8);
         r->state = (br_req_state)b->db->col_int(st, 9);
         r->kudos = b->db->col_double(st, 10);
-        r->consumed = b->db->col_double(st, 11);
+        r->consumed = r->stored_consumed = b->db->col_double(st, 11);
         r->client_ip = strdup(b->db->col_text(st, 12));
         r->body = strdup(b->db->col_text(st, 13));
         json_t *body = r->body ? json_loads(r->body, 0, NULL) : NULL;
@@ -592,18 +763,83 @@ static hn_rc load_jobs(broker *b, hn_db *db, hn_error *err) {
 
 /* ---- the writer thread -------------------------------------------------------------- */
 
+/* A br_op_guard_max statement: HN_ERROR when the count is over the limit
+ * (op->guard_failed, err is the answer) or the query failed. */
+static hn_rc run_guard(broker *b, hn_db *db, br_op *op, const op_stmt *st, hn_error *err) {
+    hn_stmt *q = b->db->query(db, st->sql, st->args, st->nargs, err);
+    if (!q)
+        return HN_ERROR;
+    int rc = b->db->step(q, err);
+    long long count = rc == 1 ? (long long)b->db->col_int(q, 0) : 0;
+    b->db->finish(q);
+    if (rc < 0)
+        return HN_ERROR;
+    if (count <= st->max)
+        return HN_OK;
+    b->api->error(err, st->status, st->rc, st->fmt, count, st->max);
+    op->guard_failed = true;
+    return HN_ERROR;
+}
+
 static hn_rc apply_op(broker *b, hn_db *db, br_op *op, hn_error *err) {
+    op->guard_failed = false;
     for (int i = 0; i < op->n_stmts; i++) {
         op_stmt *st = &op->stmts[i];
-        if (b->db->exec(db, st->sql, st->args, st->nargs, NULL, err) != HN_OK)
+        if (st->guard) {
+            if (run_guard(b, db, op, st, err) != HN_OK)
+                return HN_ERROR;
+        } else if (b->db->exec(db, st->sql, st->args, st->nargs, NULL, err) != HN_OK) {
             return HN_ERROR;
+        }
     }
     return HN_OK;
+}
+
+static int key_order(const void *a, const void *b) {
+    long long x = *(const long long *)a, y = *(const long long *)b;
+    return (x > y) - (x < y);
+}
+
+/* Takes every advisory lock the batch's ops ask for (br_op_lock), in key
+ * order, before any of their statements: two nodes' batches that lock the
+ * same keys then queue behind each other instead of deadlocking (PostgreSQL
+ * would break the tie only after its deadlock_timeout, 1 s). The ops' own lock
+ * statements then re-take locks already held, which returns at once. */
+static hn_rc take_batch_locks(broker *b, hn_db *db, br_op *first, br_op *stop, hn_error *err) {
+    long long *keys = NULL;
+    int n = 0, cap = 0;
+    hn_rc rc = HN_OK;
+    for (br_op *op = first; op != stop; op = op->next)
+        for (int i = 0; i < op->n_stmts; i++) {
+            if (!op->stmts[i].lock)
+                continue;
+            if (grow((void **)&keys, &cap, n + 1, sizeof(*keys)) != 0) {
+                free(keys);
+                b->api->error(err, 500, "StorageError", "out of memory");
+                return HN_ERROR;
+            }
+            keys[n++] = op->stmts[i].args[0].u.i;
+        }
+    if (n > 1) /* one lock alone needs no ordering: its op takes it */
+        qsort(keys, (size_t)n, sizeof(*keys), key_order);
+    for (int i = 0; n > 1 && i < n && rc == HN_OK; i++) {
+        if (i > 0 && keys[i] == keys[i - 1])
+            continue;
+        hn_value k[] = {HN_V_INT(keys[i])};
+        rc = b->db->exec(db, "SELECT pg_advisory_xact_lock(?)", k, 1, NULL, err);
+    }
+    free(keys);
+    return rc;
 }
 
 static hn_rc run_batch(broker *b, hn_db *db, br_op *first, br_op *stop, hn_error *err) {
     if (b->db->begin(db, err) != HN_OK)
         return HN_ERROR;
+    if (take_batch_locks(b, db, first, stop, err) != HN_OK) {
+        hn_error ignored;
+        b->db->rollback(db, &ignored);
+        return HN_ERROR;
+    }
     for (br_op *op = first; op != stop; op = op->next) {
         if (apply_op(b, db, op, err) != HN_OK) {
             hn_error ignored;
@@ -622,6 +858,9 @@ static hn_rc run_batch(broker *b, hn_db *db, br_op *first, br_op *stop, hn_error
 static void op_fail(br_op *op, const hn_error *err) {
     op->failed = true;
     op->err = *err;
+    if (op->guard_failed)
+        return; /* a limit's own answer (br_op_guard_max) */
+    op->transient = err->status == 503;
     op->err.status = 500;
     snprintf(op->err.rc, sizeof(op->err.rc), "StorageError");
 }
@@ -677,9 +916,18 @@ static void op_answer(void *arg) {
 }
 
 static void finish_op(broker *b, br_op *op) {
-    if (op->failed && op->on_fail) {
+    if ((op->failed && op->on_fail) || op->requeued) {
         pthread_mutex_lock(&b->lock);
-        op->on_fail(b, op->fail_arg);
+        /* committed: the table's n has them; failed: on_fail takes them back */
+        size_t i;
+        json_t *id;
+        json_array_foreach(op->requeued, i, id) {
+            br_request *r = br_request_find(b, json_string_value(id));
+            if (r && r->unsynced_n > 0)
+                r->unsynced_n--;
+        }
+        if (op->failed && op->on_fail)
+            op->on_fail(b, op->fail_arg);
         pthread_mutex_unlock(&b->lock);
     }
     if (!op->failed) {
@@ -698,69 +946,151 @@ static void finish_op(broker *b, br_op *op) {
     op_free(op);
 }
 
+/* How long the writer waits before trying again ops kept by br_op_retry. */
+#define RETRY_PAUSE_MS 500
+
+static void wait_until_ms(broker *b, int64_t at_ms) {
+    while (!b->wq_stop) {
+        int64_t now = br_now_ms();
+        if (now >= at_ms)
+            return;
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        long long ns = until.tv_nsec + (at_ms - now) * 1000000LL;
+        until.tv_sec += (time_t)(ns / 1000000000LL);
+        until.tv_nsec = (long)(ns % 1000000000LL);
+        pthread_cond_timedwait(&b->wq_cond, &b->wq_lock, &until);
+    }
+}
+
+/* Runs the batch first..NULL (count ops) on db; marks each op that failed. */
+static void run_ops(broker *b, hn_db **db, br_op *first, long long count) {
+    hn_error err;
+    /* ops with nothing left to write (a cluster pop committed its own,
+     * cluster.h) are answered without the database */
+    bool empty = true;
+    for (br_op *op = first; op && empty; op = op->next)
+        empty = op->n_stmts == 0;
+    if (!*db && !empty) {
+        *db = b->db->acquire(b->storage->state, &err);
+        if (!*db)
+            b->api->log(b->self, HN_LOG_ERROR, "writer: no database connection: %s", err.message);
+    }
+    hn_rc rc = empty ? HN_OK : *db ? run_batch(b, *db, first, NULL, &err) : HN_ERROR;
+    if (rc != HN_OK && *db && count > 1) {
+        /* isolate the culprit: each op alone */
+        b->api->log(b->self, HN_LOG_WARN, "writer: batch of %lld failed (%s), retrying one by one",
+                    count, err.message);
+        const hn_error *give_up = NULL;
+        hn_error e2;
+        for (br_op *op = first; op; op = op->next) {
+            if (op->n_stmts == 0)
+                continue;
+            if (give_up) {
+                op_fail(op, give_up);
+                continue;
+            }
+            br_op *next = op->next;
+            op->next = NULL;
+            op->guard_failed = false;
+            if (run_batch(b, *db, op, NULL, &e2) != HN_OK) {
+                op_fail(op, &e2);
+                /* a kept op (br_op_retry) must stay before everything newer:
+                 * what follows it fails too and is retried or answered */
+                if (op->retry && op->transient)
+                    give_up = &e2;
+            }
+            op->next = next;
+        }
+    } else if (rc != HN_OK) {
+        if (!*db)
+            snprintf(err.message, sizeof(err.message), "no database connection");
+        b->api->log(b->self, HN_LOG_ERROR, "writer: commit failed: %s", err.message);
+        for (br_op *op = first; op; op = op->next)
+            if (op->n_stmts > 0) /* an empty op has nothing that failed */
+                op_fail(op, &err);
+    }
+}
+
 static void *writer_main(void *arg) {
     broker *b = arg;
-    hn_error err;
     hn_db *db = NULL;
+    /* br_op_retry ops whose commit failed while the database was away: tried
+     * again, ahead of newer ops, every RETRY_PAUSE_MS (the writer thread's
+     * own list) */
+    br_op *kept = NULL, *kept_tail = NULL;
+    long long n_kept = 0;
+    int64_t retry_at = 0;
     for (;;) {
         pthread_mutex_lock(&b->wq_lock);
-        while (!b->wq_head && !b->wq_stop)
-            pthread_cond_wait(&b->wq_cond, &b->wq_lock);
-        if (!b->wq_head) {
+        if (kept)
+            wait_until_ms(b, retry_at); /* newer ops wait behind the kept ones */
+        else
+            while (!b->wq_head && !b->wq_stop)
+                pthread_cond_wait(&b->wq_cond, &b->wq_lock);
+        bool stopping = b->wq_stop;
+        if (!b->wq_head && !kept) {
             pthread_mutex_unlock(&b->wq_lock);
             break;
         }
-        /* take up to commit_batch ops as one batch */
-        br_op *first = b->wq_head, *last = first;
-        long long count = 1;
-        while (last->next && count < b->conf->commit_batch) {
-            last = last->next;
-            count++;
+        /* take up to commit_batch ops as one batch, after the kept ones */
+        br_op *taken = b->wq_head, *last = taken;
+        long long count = 0;
+        if (taken) {
+            count = 1;
+            while (last->next && count < b->conf->commit_batch) {
+                last = last->next;
+                count++;
+            }
+            b->wq_head = last->next;
+            if (!b->wq_head)
+                b->wq_tail = NULL;
+            b->wq_len -= (int)count;
+            last->next = NULL;
         }
-        b->wq_head = last->next;
-        if (!b->wq_head)
-            b->wq_tail = NULL;
-        b->wq_len -= (int)count;
-        last->next = NULL;
         pthread_mutex_unlock(&b->wq_lock);
 
-        /* ops with nothing left to write (a cluster pop committed its own,
-         * cluster.h) are answered without the database */
-        bool empty = true;
-        for (br_op *op = first; op && empty; op = op->next)
-            empty = op->n_stmts == 0;
-        if (!db && !empty) {
-            db = b->db->acquire(b->storage->state, &err);
-            if (!db)
-                b->api->log(b->self, HN_LOG_ERROR, "writer: no database connection: %s",
-                            err.message);
+        br_op *first = taken;
+        if (kept) {
+            kept_tail->next = taken;
+            first = kept;
+            count += n_kept;
+            kept = kept_tail = NULL;
+            n_kept = 0;
         }
-        hn_rc rc = empty ? HN_OK : db ? run_batch(b, db, first, NULL, &err) : HN_ERROR;
-        if (rc != HN_OK && db && count > 1) {
-            /* isolate the culprit: each op alone */
-            b->api->log(b->self, HN_LOG_WARN, "writer: batch of %lld failed (%s), retrying one by one",
-                        count, err.message);
-            for (br_op *op = first; op; op = op->next) {
-                hn_error e2;
-                br_op *next = op->next;
-                op->next = NULL;
-                if (op->n_stmts > 0 && run_batch(b, db, op, NULL, &e2) != HN_OK)
-                    op_fail(op, &e2);
-                op->next = next;
-            }
-        } else if (rc != HN_OK) {
-            if (!db)
-                snprintf(err.message, sizeof(err.message), "no database connection");
-            b->api->log(b->self, HN_LOG_ERROR, "writer: commit failed: %s", err.message);
-            for (br_op *op = first; op; op = op->next)
-                if (op->n_stmts > 0) /* an empty op has nothing that failed */
-                    op_fail(op, &err);
-        }
+        run_ops(b, &db, first, count);
         b->batches++;
         b->batched_ops += (uint64_t)count;
         for (br_op *op = first, *next; op; op = next) {
             next = op->next;
+            if (op->failed && op->retry && op->transient && !stopping) {
+                /* kept for later, in order; not undone, not answered */
+                op->failed = op->transient = false;
+                op->next = NULL;
+                if (kept_tail)
+                    kept_tail->next = op;
+                else
+                    kept = op;
+                kept_tail = op;
+                n_kept++;
+                continue;
+            }
+            if (op->failed && op->retry)
+                b->api->log(b->self, HN_LOG_ERROR,
+                            "writer: a lifecycle change could not be committed (%s); the "
+                            "database keeps its earlier state",
+                            op->err.message);
             finish_op(b, op);
+        }
+        if (kept) {
+            if (retry_at == 0)
+                b->api->log(b->self, HN_LOG_WARN,
+                            "writer: %lld changes kept until the database is back", n_kept);
+            retry_at = br_now_ms() + RETRY_PAUSE_MS;
+        } else {
+            if (retry_at != 0)
+                b->api->log(b->self, HN_LOG_INFO, "writer: kept changes committed");
+            retry_at = 0;
         }
     }
     if (db)
@@ -771,7 +1101,7 @@ static void *writer_main(void *arg) {
 int br_store_start(broker *b, hn_error *err) {
     bool sqlite = !b->db->dialect || strcmp(b->db->dialect, "postgres") != 0;
     if (b->db->migrate(b->storage->state, "broker", sqlite ? migrations_sqlite : migrations_postgres,
-                       1, err) != HN_OK)
+                       2, err) != HN_OK)
         return -1;
     hn_db *db = b->db->acquire(b->storage->state, err);
     if (!db)

@@ -211,28 +211,10 @@ void br_route_submit(hn_request *req, void *state) {
     broker *b = state;
     const hn_api *api = b->api;
     hn_error err;
-    if (!b->started) {
-        br_fail(b, req, 503, "ServiceUnavailable", "The broker is starting.");
+    json_t *body = br_checked_body(b, req, br_validate_submit_schema,
+                                   "The worker's owner API key.");
+    if (!body)
         return;
-    }
-    json_t *body = api->req_json(req, &err);
-    if (!body) {
-        api->respond_error(req, &err);
-        return;
-    }
-    json_t *errors = br_validate_submit_schema(body);
-    if (errors) {
-        br_respond_schema_errors(b, req, errors);
-        return;
-    }
-    if (!api->req_header(req, "apikey")) {
-        br_respond_schema_errors(
-            b, req,
-            json_pack("{s:s}", "apikey",
-                      "The worker's owner API key. Missing required parameter in the HTTP "
-                      "headers"));
-        return;
-    }
     const char *raw_id = br_jstr(body, "id");
     submit_ctx *c = calloc(1, sizeof(*c));
     if (!c) {

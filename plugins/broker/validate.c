@@ -558,6 +558,34 @@ void br_respond_schema_errors(broker *b, hn_request *req, json_t *errors) {
     b->api->respond_json(req, 400, resp);
 }
 
+json_t *br_checked_body(broker *b, hn_request *req, json_t *(*validate)(const json_t *body),
+                        const char *apikey_what) {
+    hn_error err;
+    if (!b->started) {
+        br_fail(b, req, 503, "ServiceUnavailable", "The broker is starting.");
+        return NULL;
+    }
+    json_t *body = b->api->req_json(req, &err);
+    if (!body) {
+        b->api->respond_error(req, &err);
+        return NULL;
+    }
+    json_t *errors = validate(body);
+    if (errors) {
+        br_respond_schema_errors(b, req, errors);
+        return NULL;
+    }
+    /* the key is checked after the body, as the horde's schema does */
+    if (!b->api->req_header(req, "apikey")) {
+        char why[200];
+        snprintf(why, sizeof(why), "%s Missing required parameter in the HTTP headers",
+                 apikey_what);
+        br_respond_schema_errors(b, req, json_pack("{s:s}", "apikey", why));
+        return NULL;
+    }
+    return body;
+}
+
 /* ---- the same tables as Swagger 2.0 definitions (swagger.c) ----------------------- */
 
 /* Each table with the name /api/swagger.json gives it (the horde's model

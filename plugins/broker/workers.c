@@ -174,23 +174,10 @@ void br_route_worker_put(hn_request *req, void *state) {
     hn_user user;
     if (!br_ready(b, req))
         return;
-    json_t *body = api->req_json(req, &err);
-    if (!body) {
-        api->respond_error(req, &err);
+    json_t *body = br_checked_body(b, req, br_validate_worker_put_schema,
+                                   "A mod or owner API key.");
+    if (!body)
         return;
-    }
-    json_t *errors = br_validate_worker_put_schema(body);
-    if (errors) {
-        br_respond_schema_errors(b, req, errors);
-        return;
-    }
-    if (!api->req_header(req, "apikey")) {
-        br_respond_schema_errors(
-            b, req,
-            json_pack("{s:s}", "apikey",
-                      "A mod or owner API key. Missing required parameter in the HTTP headers"));
-        return;
-    }
     if (br_authenticate(b, req, &user, &err) != HN_OK) {
         api->respond_error(req, &err);
         return;

@@ -92,6 +92,16 @@ gpu-check: $(CUDA_SD_LIBS) $(CUDA_SD_GPU_TESTS) $(CUDA_SD_GPU_BENCH)
 	$(CUDA_SD_GPU_BENCH) --weights $(GPU_BENCH_WEIGHTS) \
 	    --vocab $(or $(HN_SHARED),../shared)/models/clip/bpe_simple_vocab_16e6.txt.gz $(GPU_BENCH_ARGS)
 
+# The memory plan without a GPU: bench_cuda --memory-plan on the emulated
+# library in a dry run (exact device peaks of the backend's own allocations
+# per phase of a 512x512 SD1.5 image; backend/cuda/README.md).
+memory-plan-sd: $(CUDA_SD_EMU_LIB) $(CUDA_SD_GPU_BENCH)
+	@mkdir -p $(dir $(GPU_BENCH_WEIGHTS))
+	HN_SD_CUDA_LIB=$(abspath $(CUDA_SD_EMU_LIB)) $(CUDA_SD_GPU_BENCH) --memory-plan \
+	    --weights $(GPU_BENCH_WEIGHTS) \
+	    --vocab $(or $(HN_SHARED),../shared)/models/clip/bpe_simple_vocab_16e6.txt.gz
+.PHONY: memory-plan-sd
+
 # ---- benchmark (helper E2): `make bench-sd` ----------------------------------
 # SD1.5-shaped random F16 checkpoint under $(BUILD)/bench/ (written once,
 # ~2.1 GB, deterministic), then UNet step and whole-image timings with peak

@@ -30,11 +30,10 @@ static hn_rc images_db_init(hn_plugin *self, const hn_api *api, void *confp, voi
     s->self = self;
     s->api = api;
     s->conf = conf;
+    s->svc = (images_service){.api = api, .name = "images-db", .backend = &images_db_backend,
+                              .store = &s->store, .max_upload = conf->max_upload};
     *state = s;
-    int bad = api->provider_add(self, "images", "db", HN_IMAGES_VERSION, &images_db_vt, s);
-    bad |= api->route_add(self, HN_GET, "/images/{key}", images_db_route_get, s);
-    bad |= api->route_add(self, HN_PUT, "/upload/{key}", images_db_route_put, s);
-    if (bad)
+    if (images_service_register(self, &s->svc, "db") != 0)
         return api->error(err, 500, "InitError", "images-db: a registration failed");
     return HN_OK;
 }
@@ -44,10 +43,10 @@ static hn_rc images_db_start(void *state, hn_error *err) {
     if (images_store_open(&s->store, s->api->provider_get("storage"), err) != HN_OK)
         return HN_ERROR;
     if (s->conf->secret)
-        snprintf(s->secret, sizeof s->secret, "%s", s->conf->secret);
-    else if (images_store_secret(&s->store, s->secret, err) != HN_OK)
+        snprintf(s->svc.secret, sizeof s->svc.secret, "%s", s->conf->secret);
+    else if (images_store_secret(&s->store, s->svc.secret, err) != HN_OK)
         return HN_ERROR;
-    s->started = true;
+    s->svc.started = true;
     s->api->log(s->self, HN_LOG_INFO, "images in the %s database%s", s->store.storage->name,
                 s->conf->secret ? "" : " (URL secret shared through it)");
     return HN_OK;
@@ -55,14 +54,14 @@ static hn_rc images_db_start(void *state, hn_error *err) {
 
 static void images_db_stop(void *state) {
     images_db *s = state;
-    s->started = false;
+    s->svc.started = false;
 }
 
 static void images_db_fini(void *state) {
     images_db *s = state;
     if (!s)
         return;
-    memset(s->secret, 0, sizeof s->secret);
+    memset(s->svc.secret, 0, sizeof s->svc.secret);
     free(s);
 }
 

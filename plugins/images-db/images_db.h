@@ -1,16 +1,18 @@
-/* images-db: the plugin's state, shared by the provider (images_provider.c)
- * and the routes (images_routes.c).
+/* images-db: the plugin's state. The provider vtable, the signed URLs and
+ * the routes they point to are lib/images (images_service.h), shared with
+ * images-fs; this plugin gives them a backend of database rows
+ * (images_provider.c over images_store.c).
  *
- * Ownership: the core owns conf; the plugin owns images_db (freed in fini) and
- * the secret (loaded in start). The storage provider is borrowed from start
- * to stop. */
+ * Ownership: the core owns conf; the plugin owns images_db (freed in fini),
+ * with the service inside it and the service's secret (loaded in start,
+ * zeroed in fini). The storage provider is borrowed from start to stop. */
 #ifndef IMAGES_DB_H
 #define IMAGES_DB_H
 
 #include <hn/hn.h>
 
+#include "images/images_service.h"
 #include "images_store.h"
-#include "images_url.h"
 
 typedef struct images_db_conf {
     const char *secret;    /* default: generated once, kept in the database */
@@ -22,15 +24,10 @@ typedef struct images_db {
     const hn_api *api;
     const images_db_conf *conf;
     images_store store;
-    char secret[IMAGES_SECRET_MAX + 1];
-    bool started;
+    images_service svc; /* store = &store; secret and started live here */
 } images_db;
 
-/* images_provider.c: the `images` vtable; state is an images_db *. */
-extern const hn_images_vt images_db_vt;
-
-/* images_routes.c: the targets of the signed URLs. */
-void images_db_route_get(hn_request *req, void *state);
-void images_db_route_put(hn_request *req, void *state);
+/* images_provider.c: the backend of rows; store is an images_store *. */
+extern const images_backend images_db_backend;
 
 #endif

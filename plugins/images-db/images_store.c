@@ -1,7 +1,6 @@
 /* images-db: image rows through the storage provider (see images_store.h). */
 #include "images_store.h"
 
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,24 +20,6 @@ static const hn_migration migrations_postgres[] = {
         " bytes BYTEA NOT NULL, size BIGINT NOT NULL, created BIGINT NOT NULL);"
         "CREATE TABLE hn_images_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)"},
 };
-
-hn_rc images_fail(hn_error *err, int status, const char *rc, const char *fmt, ...) {
-    if (!err)
-        return HN_ERROR;
-    err->status = status;
-    snprintf(err->rc, sizeof err->rc, "%s", rc);
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err->message, sizeof err->message, fmt, ap);
-    va_end(ap);
-    return HN_ERROR;
-}
-
-static hn_rc bad_key(hn_error *err) {
-    return images_fail(err, 400, "InvalidImageKey",
-                       "image keys are 1 to 128 of A-Z a-z 0-9 . _ -, not starting with '.' "
-                       "and without '..'");
-}
 
 hn_rc images_store_open(images_store *s, const hn_provider *storage, hn_error *err) {
     if (!storage)
@@ -109,7 +90,7 @@ hn_rc images_store_secret(images_store *s, char *out, hn_error *err) {
 hn_rc images_store_put(images_store *s, const char *key, const void *data, size_t len,
                        hn_error *err) {
     if (!images_key_valid(key))
-        return bad_key(err);
+        return images_bad_key(err);
     hn_value args[] = {HN_V_TEXT(key), HN_V_TEXT(images_content_type(data, len)),
                        HN_V_BLOB(data, len), HN_V_INT((int64_t)len),
                        HN_V_INT((int64_t)time(NULL))};
@@ -126,7 +107,7 @@ hn_rc images_store_get(images_store *s, const char *key, void **data, size_t *le
     *data = NULL;
     *len = 0;
     if (!images_key_valid(key))
-        return bad_key(err);
+        return images_bad_key(err);
     hn_db *c = s->db->acquire(s->storage->state, err);
     if (!c)
         return HN_ERROR;
@@ -161,7 +142,7 @@ hn_rc images_store_get(images_store *s, const char *key, void **data, size_t *le
 
 hn_rc images_store_exists(images_store *s, const char *key, hn_error *err) {
     if (!images_key_valid(key))
-        return bad_key(err);
+        return images_bad_key(err);
     hn_db *c = s->db->acquire(s->storage->state, err);
     if (!c)
         return HN_ERROR;
@@ -179,7 +160,7 @@ hn_rc images_store_exists(images_store *s, const char *key, hn_error *err) {
 
 hn_rc images_store_remove(images_store *s, const char *key, hn_error *err) {
     if (!images_key_valid(key))
-        return bad_key(err);
+        return images_bad_key(err);
     hn_value args[] = {HN_V_TEXT(key)};
     int64_t changes = 0;
     if (exec1(s, "DELETE FROM hn_images WHERE key = ?", args, 1, &changes, err) != HN_OK)

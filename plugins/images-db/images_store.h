@@ -17,7 +17,7 @@
 
 #include <hn/hn.h>
 
-#include "images_url.h"
+#include "images/images_url.h"
 
 typedef struct images_store {
     const hn_provider *storage; /* borrowed, valid from start to stop */
@@ -39,9 +39,5 @@ hn_rc images_store_get(images_store *s, const char *key, void **data, size_t *le
 hn_rc images_store_exists(images_store *s, const char *key, hn_error *err);
 /* HN_DECLINED when there was nothing to remove. */
 hn_rc images_store_remove(images_store *s, const char *key, hn_error *err);
-
-/* Fills err and returns HN_ERROR. */
-hn_rc images_fail(hn_error *err, int status, const char *rc, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
 
 #endif

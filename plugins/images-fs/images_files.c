@@ -4,7 +4,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,32 +12,6 @@
 #include <unistd.h>
 
 #define TEMP_PREFIX ".tmp-"
-
-hn_rc images_fail(hn_error *err, int status, const char *rc, const char *fmt, ...) {
-    if (err) {
-        err->status = status;
-        snprintf(err->rc, sizeof err->rc, "%s", rc);
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err->message, sizeof err->message, fmt, ap);
-        va_end(ap);
-    }
-    return HN_ERROR;
-}
-
-bool images_key_valid(const char *key) {
-    if (!key || !key[0] || key[0] == '.' || strstr(key, ".."))
-        return false;
-    size_t n = 0;
-    for (const char *p = key; *p; p++, n++) {
-        char c = *p;
-        bool ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-                  c == '.' || c == '_' || c == '-';
-        if (!ok || n >= IMAGES_KEY_MAX)
-            return false;
-    }
-    return true;
-}
 
 static int mkdir_p(const char *path) {
     char *copy = strdup(path);
@@ -102,12 +75,6 @@ void images_dir_close(images_dir *d) {
     d->path = NULL;
 }
 
-static hn_rc bad_key(hn_error *err) {
-    return images_fail(err, 400, "InvalidImageKey",
-                       "image keys are 1 to 128 of A-Z a-z 0-9 . _ -, not starting with '.' "
-                       "and without '..'");
-}
-
 static bool write_all(int fd, const void *data, size_t len) {
     const char *p = data;
     while (len > 0) {
@@ -126,7 +93,7 @@ static bool write_all(int fd, const void *data, size_t len) {
 hn_rc images_file_put(const images_dir *d, const char *key, const void *data, size_t len,
                       hn_error *err) {
     if (!images_key_valid(key))
-        return bad_key(err);
+        return images_bad_key(err);
     unsigned char rnd[8];
     if (getrandom(rnd, sizeof rnd, 0) != (ssize_t)sizeof rnd)
         return images_fail(err, 500, "ImageStoreError", "images-fs: no randomness");
@@ -168,7 +135,7 @@ hn_rc images_file_get(const images_dir *d, const char *key, void **data, size_t 
     *data = NULL;
     *len = 0;
     if (!images_key_valid(key))
-        return bad_key(err);
+        return images_bad_key(err);
     int fd = openat(d->fd, key, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
     if (fd < 0) {
         if (errno == ENOENT || errno == ELOOP)
@@ -204,7 +171,7 @@ hn_rc images_file_get(const images_dir *d, const char *key, void **data, size_t 
 
 hn_rc images_file_exists(const images_dir *d, const char *key, hn_error *err) {
     if (!images_key_valid(key))
-        return bad_key(err);
+        return images_bad_key(err);
     struct stat st;
     if (fstatat(d->fd, key, &st, AT_SYMLINK_NOFOLLOW) != 0) {
         if (errno == ENOENT)
@@ -217,7 +184,7 @@ hn_rc images_file_exists(const images_dir *d, const char *key, hn_error *err) {
 
 hn_rc images_file_remove(const images_dir *d, const char *key, hn_error *err) {
     if (!images_key_valid(key))
-        return bad_key(err);
+        return images_bad_key(err);
     if (unlinkat(d->fd, key, 0) != 0) {
         if (errno == ENOENT)
             return HN_DECLINED;
@@ -225,17 +192,4 @@ hn_rc images_file_remove(const images_dir *d, const char *key, hn_error *err) {
                            strerror(errno));
     }
     return HN_OK;
-}
-
-const char *images_content_type(const void *data, size_t len) {
-    const unsigned char *b = data;
-    if (len >= 12 && memcmp(b, "RIFF", 4) == 0 && memcmp(b + 8, "WEBP", 4) == 0)
-        return "image/webp";
-    if (len >= 8 && memcmp(b, "\x89PNG\r\n\x1a\n", 8) == 0)
-        return "image/png";
-    if (len >= 3 && b[0] == 0xff && b[1] == 0xd8 && b[2] == 0xff)
-        return "image/jpeg";
-    if (len >= 6 && (memcmp(b, "GIF87a", 6) == 0 || memcmp(b, "GIF89a", 6) == 0))
-        return "image/gif";
-    return "application/octet-stream";
 }

@@ -1,8 +1,9 @@
 /* images-fs: image files in one directory, by key.
  *
- * Keys are [A-Za-z0-9._-]{1,128}, not starting with '.' and without "..":
- * a key is always a plain file name inside the directory, never a path, and
- * never one of our temp files (".tmp-..."). Files are reached through a
+ * Keys follow lib/images' rules (images_key_valid: [A-Za-z0-9._-]{1,128},
+ * not starting with '.' and without ".."): a key is always a plain file name
+ * inside the directory, never a path, and never one of our temp files
+ * (".tmp-..."). Files are reached through a
  * descriptor of the directory (openat & co., O_NOFOLLOW), so a key cannot
  * leave it even if the checks above had a hole.
  *
@@ -20,15 +21,12 @@
 
 #include <hn/types.h>
 
-#define IMAGES_KEY_MAX 128
+#include "images/images_url.h"
 
 typedef struct images_dir {
     int fd;      /* O_DIRECTORY descriptor, -1 when closed */
     char *path;  /* owned */
 } images_dir;
-
-/* true when key may name a file (see above). */
-bool images_key_valid(const char *key);
 
 /* Creates the directory (and missing parents) if needed and opens it; removes
  * temp files a crash left behind. */
@@ -42,13 +40,5 @@ hn_rc images_file_get(const images_dir *d, const char *key, void **data, size_t 
                       hn_error *err);
 hn_rc images_file_exists(const images_dir *d, const char *key, hn_error *err);
 hn_rc images_file_remove(const images_dir *d, const char *key, hn_error *err);
-
-/* "image/webp", "image/png", "image/jpeg", "image/gif" by the first bytes, else
- * "application/octet-stream". */
-const char *images_content_type(const void *data, size_t len);
-
-/* Fills err and returns HN_ERROR. */
-hn_rc images_fail(hn_error *err, int status, const char *rc, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
 
 #endif

@@ -46,14 +46,13 @@ static hn_rc images_init(hn_plugin *self, const hn_api *api, void *confp, void *
     s->api = api;
     s->conf = conf;
     s->dir.fd = -1;
+    s->svc = (images_service){.api = api, .name = "images-fs", .backend = &images_fs_backend,
+                              .store = &s->dir, .max_upload = conf->max_upload};
     *state = s;
     s->dir_path = under_data_dir(api, conf->dir, "images");
     if (!s->dir_path)
         return api->error(err, 500, "OutOfMemory", "images-fs: out of memory");
-    int bad = api->provider_add(self, "images", "fs", HN_IMAGES_VERSION, &images_fs_vt, s);
-    bad |= api->route_add(self, HN_GET, "/images/{key}", images_route_get, s);
-    bad |= api->route_add(self, HN_PUT, "/upload/{key}", images_route_put, s);
-    if (bad)
+    if (images_service_register(self, &s->svc, "fs") != 0)
         return api->error(err, 500, "InitError", "images-fs: a registration failed");
     return HN_OK;
 }
@@ -61,11 +60,11 @@ static hn_rc images_init(hn_plugin *self, const hn_api *api, void *confp, void *
 static hn_rc images_start(void *state, hn_error *err) {
     images_fs *s = state;
     if (s->conf->secret) {
-        snprintf(s->secret, sizeof s->secret, "%s", s->conf->secret);
+        snprintf(s->svc.secret, sizeof s->svc.secret, "%s", s->conf->secret);
     } else {
         char *path = under_data_dir(s->api, "images.secret", "images.secret");
         bool loose = false;
-        hn_rc rc = path ? images_secret_load(path, s->secret, &loose, err)
+        hn_rc rc = path ? images_secret_load(path, s->svc.secret, &loose, err)
                         : s->api->error(err, 500, "OutOfMemory", "images-fs: out of memory");
         if (rc == HN_OK && loose)
             s->api->log(s->self, HN_LOG_WARN, "%s is readable by other users; chmod 600 it",
@@ -78,14 +77,14 @@ static hn_rc images_start(void *state, hn_error *err) {
         images_dir_close(&s->dir);
         return HN_ERROR;
     }
-    s->started = true;
+    s->svc.started = true;
     s->api->log(s->self, HN_LOG_INFO, "images in %s", s->dir_path);
     return HN_OK;
 }
 
 static void images_stop(void *state) {
     images_fs *s = state;
-    s->started = false;
+    s->svc.started = false;
     images_dir_close(&s->dir);
 }
 
@@ -93,7 +92,7 @@ static void images_fini(void *state) {
     images_fs *s = state;
     if (!s)
         return;
-    memset(s->secret, 0, sizeof s->secret);
+    memset(s->svc.secret, 0, sizeof s->svc.secret);
     free(s->dir_path);
     free(s);
 }

@@ -1,13 +1,17 @@
-/* images-fs: the plugin's state, shared by the provider (images_provider.c)
- * and the routes (images_routes.c).
+/* images-fs: the plugin's state. The provider vtable, the signed URLs and
+ * the routes they point to are lib/images (images_service.h), shared with
+ * images-db; this plugin gives them a backend of files (images_provider.c
+ * over images_files.c) and keeps its secret in a file (images_sign.c).
  *
  * Ownership: the core owns conf; the plugin owns images_fs (freed in fini),
- * the directory descriptor (opened in start, closed in stop) and the secret. */
+ * with the service inside it, dir_path, the directory descriptor (opened in
+ * start, closed in stop) and the secret (in svc, zeroed in fini). */
 #ifndef IMAGES_FS_H
 #define IMAGES_FS_H
 
 #include <hn/hn.h>
 
+#include "images/images_service.h"
 #include "images_files.h"
 #include "images_sign.h"
 
@@ -23,18 +27,10 @@ typedef struct images_fs {
     const images_conf *conf;
     char *dir_path;                       /* resolved, owned */
     images_dir dir;                       /* open between start and stop */
-    char secret[IMAGES_SECRET_MAX + 1];   /* loaded in start */
-    bool started;
+    images_service svc;                   /* store = &dir; secret and started live here */
 } images_fs;
 
-/* images_provider.c: the `images` vtable; state is an images_fs *. */
-extern const hn_images_vt images_fs_vt;
-/* Builds "<public_url>/<route>/<key>?expires=..&sig=..". */
-hn_rc images_signed_url(images_fs *s, const char *method, const char *route, const char *key,
-                        int ttl_s, char *out, size_t out_len, hn_error *err);
-
-/* images_routes.c */
-void images_route_get(hn_request *req, void *state);
-void images_route_put(hn_request *req, void *state);
+/* images_provider.c: the backend of files; store is an images_dir *. */
+extern const images_backend images_fs_backend;
 
 #endif

@@ -1,9 +1,8 @@
-/* images-fs: URL signatures and the node secret (see images_sign.h). */
+/* images-fs: the node secret (see images_sign.h). */
 #include "images_sign.h"
 
 #include <errno.h>
 #include <fcntl.h>
-#include <inttypes.h>
 #include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,55 +12,8 @@
 #include <unistd.h>
 
 #include <openssl/crypto.h>
-#include <openssl/evp.h>
-#include <openssl/hmac.h>
 
 #include "images_files.h"
-
-void images_sign(const char *secret, const char *method, const char *key, int64_t expires,
-                 char out[IMAGES_SIG_HEX + 1]) {
-    char msg[IMAGES_KEY_MAX + 64];
-    int n = snprintf(msg, sizeof msg, "%s\n%s\n%" PRId64, method, key, expires);
-    if (n < 0 || (size_t)n >= sizeof msg)
-        n = (int)sizeof msg - 1; /* keys are <= 128, so never: sign what fits */
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int md_len = 0;
-    HMAC(EVP_sha256(), secret, (int)strlen(secret), (const unsigned char *)msg, (size_t)n, md,
-         &md_len);
-    static const char hex[] = "0123456789abcdef";
-    for (unsigned i = 0; i < 32; i++) {
-        out[2 * i] = hex[md[i] >> 4];
-        out[2 * i + 1] = hex[md[i] & 15];
-    }
-    out[IMAGES_SIG_HEX] = '\0';
-}
-
-images_sig_rc images_verify(const char *secret, const char *method, const char *key,
-                            const char *expires, const char *sig, int64_t now) {
-    if (!expires || !sig || strlen(sig) != IMAGES_SIG_HEX)
-        return IMAGES_SIG_BAD;
-    size_t n = strlen(expires);
-    if (n == 0 || n > 15)
-        return IMAGES_SIG_BAD;
-    for (size_t i = 0; i < n; i++) {
-        if (expires[i] < '0' || expires[i] > '9')
-            return IMAGES_SIG_BAD;
-    }
-    int64_t when = strtoll(expires, NULL, 10);
-    /* sign the decimal we parsed: "0123" and "123" must not both verify */
-    char canon[24];
-    snprintf(canon, sizeof canon, "%" PRId64, when);
-    if (strcmp(canon, expires) != 0)
-        return IMAGES_SIG_BAD;
-    char want[IMAGES_SIG_HEX + 1], got[IMAGES_SIG_HEX + 1];
-    images_sign(secret, method, key, when, want);
-    for (size_t i = 0; i < IMAGES_SIG_HEX; i++) /* accept upper-case hex too */
-        got[i] = (char)((sig[i] >= 'A' && sig[i] <= 'F') ? sig[i] - 'A' + 'a' : sig[i]);
-    got[IMAGES_SIG_HEX] = '\0';
-    if (CRYPTO_memcmp(want, got, IMAGES_SIG_HEX) != 0)
-        return IMAGES_SIG_BAD;
-    return when < now ? IMAGES_SIG_EXPIRED : IMAGES_SIG_OK;
-}
 
 static hn_rc read_secret(const char *path, char out[IMAGES_SECRET_MAX + 1], bool *loose,
                          hn_error *err) {

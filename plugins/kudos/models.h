@@ -2,16 +2,19 @@
  * reference (stable_diffusion.json): each model's baseline (for the baseline
  * multipliers of §3.2/§3.3) and its requirements.max_steps (the upfront rule).
  *
- * Loaded once at init from config `model_reference`; read-only afterwards, so
- * any thread may query it. Every query accepts a NULL reference (no file): no
- * model is known and baselines follow the horde's rules for unknown names. */
+ * The kudos plugin's names for lib/modelref (modelref.h: threads, ownership,
+ * the rules for unknown names), loaded leniently: an entry that is not an
+ * object is ignored (that model is unknown). Loaded once at init from config
+ * `model_reference`; every query accepts a NULL reference (no file). */
 #ifndef KD_MODELS_H
 #define KD_MODELS_H
 
 #include <stdbool.h>
 #include <stddef.h>
 
-typedef struct kd_model_ref kd_model_ref;
+#include "modelref/modelref.h"
+
+typedef modelref kd_model_ref;
 
 /* NULL with err filled when the file cannot be read or is not a reference. */
 kd_model_ref *kd_model_ref_load(const char *path, char *err, size_t errlen);

@@ -122,36 +122,59 @@ static bool ready(kudos *k, hn_request *req) {
     return false;
 }
 
+/* The arguments of a transfer or an award: the sender (the apikey), the
+ * receiver's `username` and the `amount` (default 100). */
+typedef struct kudos_move {
+    hn_user sender;
+    const char *username; /* borrowed from the request's body */
+    long long amount;
+} kudos_move;
+
+/* Reads a kudos_move in the horde's order (ledger ready, JSON body, apikey,
+ * username, amount); false when answered. username_why and amount_why end the
+ * schema messages: the horde words them differently per route. */
+static bool read_move(kudos *k, hn_request *req, const char *username_why,
+                      const char *amount_why, kudos_move *out) {
+    hn_error err = {0};
+    if (!ready(k, req))
+        return false;
+    json_t *body = k->api->req_json(req, &err);
+    if (!body) {
+        k->api->respond_error(req, &err);
+        return false;
+    }
+    if (!authenticate(k, req, "The sending user's API key.", &out->sender))
+        return false;
+    out->username = json_string_value(json_object_get(body, "username"));
+    if (!out->username) {
+        schema_error(k, req, "username", username_why);
+        return false;
+    }
+    if (!parse_int(body, "amount", 100, &out->amount)) {
+        schema_error(k, req, "amount", amount_why);
+        return false;
+    }
+    return true;
+}
+
 /* ---- POST /api/v2/kudos/transfer -------------------------------------------------------------- */
 
 static void route_transfer(hn_request *req, void *state) {
     kudos *k = state;
     const hn_api *api = k->api;
     hn_error err = {0};
-    if (!ready(k, req))
+    kudos_move move;
+    if (!read_move(k, req,
+                   "The user ID which will receive the kudos Missing required parameter in the "
+                   "JSON body",
+                   "The amount of kudos to transfer invalid literal for int()", &move))
         return;
-    json_t *body = api->req_json(req, &err);
-    if (!body) {
-        api->respond_error(req, &err);
-        return;
-    }
-    hn_user source, target;
+    const hn_user *source = &move.sender;
+    const char *username = move.username;
+    long long amount = move.amount;
+    hn_user target;
     bool to_shared_key = false; /* the target was named by a shared key */
-    if (!authenticate(k, req, "The sending user's API key.", &source))
-        return;
-    const char *username = json_string_value(json_object_get(body, "username"));
-    long long amount;
-    if (!username) {
-        schema_error(k, req, "username",
-                     "The user ID which will receive the kudos Missing required parameter in "
-                     "the JSON body");
-        return;
-    }
-    if (!parse_int(body, "amount", 100, &amount)) {
-        schema_error(k, req, "amount", "The amount of kudos to transfer invalid literal for int()");
-        return;
-    }
-    if (source.id == 0) {
+    if (source->id == 0) {
         fail(k, req, 400, "KudosTransferFromAnon",
              "You cannot transfer Kudos from Anonymous, smart-ass.");
         return;
@@ -173,7 +196,7 @@ static void route_transfer(hn_request *req, void *state) {
              "Tried to burn kudos via sending to Anonymous. Assuming PEBKAC and aborting.");
         return;
     }
-    if (target.id == source.id) {
+    if (target.id == source->id) {
         fail(k, req, 400, "KudosTransferToSelf", "Cannot send kudos to yourself, ya monkey!");
         return;
     }
@@ -182,7 +205,7 @@ static void route_transfer(hn_request *req, void *state) {
         fail(k, req, 400, "BadRequest", "Idempotency-Key must be 1 to 255 characters.");
         return;
     }
-    kd_transfer t = {party_of(&source), party_of(&target), amount, key};
+    kd_transfer t = {party_of(source), party_of(&target), amount, key};
     bool replayed;
     if (kd_op_transfer(&k->ledger, &t, (int64_t)time(NULL), &replayed, &err) != HN_OK) {
         api->respond_error(req, &err);
@@ -205,29 +228,16 @@ static void route_award(hn_request *req, void *state) {
     kudos *k = state;
     const hn_api *api = k->api;
     hn_error err = {0};
-    if (!ready(k, req))
+    kudos_move move;
+    if (!read_move(k, req,
+                   "The user ID which will receive the kudos. Missing required parameter in the "
+                   "JSON body",
+                   "The amount of kudos to award. invalid literal for int()", &move))
         return;
-    json_t *body = api->req_json(req, &err);
-    if (!body) {
-        api->respond_error(req, &err);
-        return;
-    }
-    hn_user who, target;
-    if (!authenticate(k, req, "The sending user's API key.", &who))
-        return;
-    const char *username = json_string_value(json_object_get(body, "username"));
-    long long amount;
-    if (!username) {
-        schema_error(k, req, "username",
-                     "The user ID which will receive the kudos. Missing required parameter in "
-                     "the JSON body");
-        return;
-    }
-    if (!parse_int(body, "amount", 100, &amount)) {
-        schema_error(k, req, "amount", "The amount of kudos to award. invalid literal for int()");
-        return;
-    }
-    if (who.id != k->conf->award_user_id) {
+    const char *username = move.username;
+    long long amount = move.amount;
+    hn_user target;
+    if (move.sender.id != k->conf->award_user_id) {
         fail(k, req, 403, "NotAllowedAwards",
              "Only special people can award kudos. Now you're very special as well, just not the "
              "right kind.");

@@ -36,6 +36,26 @@ static void storage_fail(ratings *r, hn_request *req, const hn_error *err) {
     rt_fail(r, req, 500, "InternalServerError", "The ratings store failed.");
 }
 
+/* A connection for a route; NULL when answered 500 (storage_fail). */
+static hn_db *acquire_or_fail(ratings *r, hn_request *req, hn_error *err) {
+    hn_db *c = r->db->acquire(r->db_state, err);
+    if (!c)
+        storage_fail(r, req, err);
+    return c;
+}
+
+/* A route's storage failure on connection c: rolls back the open
+ * transaction (in_tx), releases c and answers 500. */
+static void release_and_fail(ratings *r, hn_request *req, hn_db *c, bool in_tx,
+                             const hn_error *err) {
+    if (in_tx) {
+        hn_error ignored;
+        r->db->rollback(c, &ignored);
+    }
+    r->db->release(r->db_state, c);
+    storage_fail(r, req, err);
+}
+
 static void timeout_fail(ratings *r, hn_request *req, int64_t until) {
     rt_fail(r, req, 403, "RatingTimeout",
             "You have been timed out from rating for %lld more seconds. Please pay more "
@@ -70,11 +90,9 @@ static void route_pop(hn_request *req, void *state) {
     const char *want_ds = r->api->req_param(req, "dataset_id");
     const char *want_model = r->api->req_param(req, "model_name");
     hn_error err = {0};
-    hn_db *c = r->db->acquire(r->db_state, &err);
-    if (!c) {
-        storage_fail(r, req, &err);
+    hn_db *c = acquire_or_fail(r, req, &err);
+    if (!c)
         return;
-    }
     char dataset[RT_ID_LEN] = "", id[RT_ID_LEN] = "";
     int64_t now = rt_now();
     rt_rater_state rs;
@@ -185,12 +203,7 @@ static void route_pop(hn_request *req, void *state) {
                          json_pack("{s:s, s:s, s:s}", "id", id, "url", url, "dataset_id", dataset));
     return;
 fail:
-    if (in_tx) {
-        hn_error ignored;
-        r->db->rollback(c, &ignored);
-    }
-    r->db->release(r->db_state, c);
-    storage_fail(r, req, &err);
+    release_and_fail(r, req, c, in_tx, &err);
 }
 
 /* ---- POST /rating/{image_id} ------------------------------------------------------------- */
@@ -315,11 +328,9 @@ static void route_rate(hn_request *req, void *state) {
     }
     const char *image_id = r->api->req_param(req, "image_id");
     int64_t now = rt_now();
-    hn_db *c = r->db->acquire(r->db_state, &err);
-    if (!c) {
-        storage_fail(r, req, &err);
+    hn_db *c = acquire_or_fail(r, req, &err);
+    if (!c)
         return;
-    }
     bool in_tx = false;
     if (r->db->begin(c, &err) != HN_OK)
         goto fail;
@@ -463,12 +474,7 @@ static void route_rate(hn_request *req, void *state) {
                          json_pack("{s:f, s:s}", "reward", reward, "message", "Rating submitted"));
     return;
 fail:
-    if (in_tx) {
-        hn_error ignored;
-        r->db->rollback(c, &ignored);
-    }
-    r->db->release(r->db_state, c);
-    storage_fail(r, req, &err);
+    release_and_fail(r, req, c, in_tx, &err);
 }
 
 /* ---- GET /datasets --------------------------------------------------------------------- */
@@ -478,11 +484,9 @@ static void route_datasets(hn_request *req, void *state) {
     if (!rt_ready(r, req))
         return;
     hn_error err = {0};
-    hn_db *c = r->db->acquire(r->db_state, &err);
-    if (!c) {
-        storage_fail(r, req, &err);
+    hn_db *c = acquire_or_fail(r, req, &err);
+    if (!c)
         return;
-    }
     hn_stmt *st = r->db->query(c,
                                "SELECT d.id, d.name, d.description, COUNT(i.id) FROM"
                                " ratings_datasets d LEFT JOIN ratings_images i ON"
@@ -563,24 +567,29 @@ static void route_teams(hn_request *req, void *state) {
 
 /* ---- GET /image/ratings/{image_id} and the image itself ----------------------------------- */
 
+/* The start of both routes: the store ready, {image_id} (borrowed from the
+ * request) and a connection; NULL when answered. */
+static hn_db *open_image_route(ratings *r, hn_request *req, const char **image_id,
+                               hn_error *err) {
+    if (!rt_ready(r, req))
+        return NULL;
+    *image_id = r->api->req_param(req, "image_id");
+    return acquire_or_fail(r, req, err);
+}
+
 static void route_image_ratings(hn_request *req, void *state) {
     ratings *r = state;
-    if (!rt_ready(r, req))
-        return;
-    const char *image_id = r->api->req_param(req, "image_id");
+    const char *image_id;
     hn_error err = {0};
-    hn_db *c = r->db->acquire(r->db_state, &err);
-    if (!c) {
-        storage_fail(r, req, &err);
+    hn_db *c = open_image_route(r, req, &image_id, &err);
+    if (!c)
         return;
-    }
     int64_t one;
     bool found = false;
     hn_value a[] = {HN_V_TEXT(image_id)};
     if (q_int(r, c, "SELECT 1 FROM ratings_images WHERE id = ?", a, 1, &one, &found, &err) !=
         HN_OK) {
-        r->db->release(r->db_state, c);
-        storage_fail(r, req, &err);
+        release_and_fail(r, req, c, false, &err);
         return;
     }
     if (!found) {
@@ -625,15 +634,11 @@ static void route_image_ratings(hn_request *req, void *state) {
 
 static void route_image_file(hn_request *req, void *state) {
     ratings *r = state;
-    if (!rt_ready(r, req))
-        return;
-    const char *image_id = r->api->req_param(req, "image_id");
+    const char *image_id;
     hn_error err = {0};
-    hn_db *c = r->db->acquire(r->db_state, &err);
-    if (!c) {
-        storage_fail(r, req, &err);
+    hn_db *c = open_image_route(r, req, &image_id, &err);
+    if (!c)
         return;
-    }
     char key[160] = "";
     hn_value a[] = {HN_V_TEXT(image_id)};
     hn_stmt *st = r->db->query(c, "SELECT image_key FROM ratings_images WHERE id = ?", a, 1, &err);

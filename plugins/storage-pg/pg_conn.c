@@ -19,6 +19,11 @@
 #define OID_FLOAT8 701
 
 #define MAX_PARAMS 65535 /* the protocol's limit */
+/* Most commands sent in one pipeline before their answers are read. Their
+ * answers are small (a CommandComplete each), but a client that only writes
+ * while the server's answers pile up could deadlock both; this bound keeps
+ * the answers far below the socket buffers. */
+#define PIPELINE_MAX 128
 
 /* ---- errors -------------------------------------------------------------- */
 
@@ -128,6 +133,8 @@ static void clear_cache(struct hn_db *c) {
 static hn_rc connect_pg(struct hn_db *c, hn_error *err) {
     if (c->pg)
         PQfinish(c->pg);
+    c->pipeline = false; /* whatever was queued died with the old session */
+    c->queued = 0;
     if (c->cache)
         clear_cache(c);
     c->pg = PQconnectdbParams(c->cfg->keywords, c->cfg->values, 1);
@@ -217,6 +224,12 @@ static hn_rc ensure_live(struct hn_db *c, const char *what, hn_error *err) {
                        "storage: %s: the connection to PostgreSQL was lost inside this "
                        "transaction; roll it back and try again",
                        what);
+    if (c->pipeline) { /* answers may be arriving: the socket is not idle */
+        if (pg_conn_alive(c))
+            return HN_OK;
+        c->pipeline = false; /* dead: nothing queued will be answered */
+        c->queued = 0;
+    }
     if (probe(c))
         return HN_OK;
     if (c->in_tx)
@@ -472,6 +485,147 @@ static hn_rc bind(const hn_value *args, size_t n, bound *b, hn_error *err) {
     return HN_OK;
 }
 
+/* The cached statement for (sql, sig), or NULL; never prepares. */
+static pg_cached *find_cached(struct hn_db *c, const char *sql, const char *sig) {
+    uint64_t h = hash2(sql, sig);
+    for (int i = 0; i < c->cfg->stmt_cache_size; i++) {
+        pg_cached *e = &c->cache[i];
+        if (e->sql && e->hash == h && strcmp(e->sql, sql) == 0 && strcmp(e->sig, sig) == 0) {
+            e->last_used = ++c->tick;
+            return e;
+        }
+    }
+    return NULL;
+}
+
+/* ---- pipelining (pg_conn.h) ------------------------------------------------ */
+
+/* Ends pipeline mode: sends a Sync and reads every queued command's answer.
+ * The first failure is the one reported (the server skips what follows it
+ * until the Sync). With `last`, the last queued command's result is handed
+ * back (only when every command succeeded). A lost connection is reported
+ * as fail_lost reports it. */
+static hn_rc settle(struct hn_db *c, PGresult **last, const char *what, hn_error *err) {
+    if (last)
+        *last = NULL;
+    if (!c->pipeline)
+        return HN_OK;
+    int expected = c->queued, seen = 0, empty = 0;
+    bool failed = false, lost = !PQpipelineSync(c->pg);
+    hn_error first;
+    memset(&first, 0, sizeof first);
+    while (!lost) {
+        PGresult *r = PQgetResult(c->pg);
+        if (!r) {
+            /* one NULL ends each command's answer; more than that, or a dead
+             * socket, means the stream is broken */
+            if (!pg_conn_alive(c) || ++empty > expected + 1)
+                lost = true;
+            continue;
+        }
+        empty = 0;
+        ExecStatusType st = PQresultStatus(r);
+        if (st == PGRES_PIPELINE_SYNC) {
+            PQclear(r);
+            break;
+        }
+        seen++;
+        if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) {
+            if (last && seen == expected && !failed) {
+                *last = r;
+                continue;
+            }
+        } else if (st != PGRES_PIPELINE_ABORTED && !failed) {
+            if (!pg_conn_alive(c))
+                lost = true;
+            else
+                fail_result(c, r, what, &first);
+            failed = true;
+        }
+        PQclear(r);
+    }
+    c->queued = 0;
+    /* back to one command at a time (a last NULL may still be due) */
+    for (int i = 0; !lost && !PQexitPipelineMode(c->pg) && i < 3; i++) {
+        PGresult *r = PQgetResult(c->pg);
+        PQclear(r);
+        if (i == 2)
+            lost = true;
+    }
+    if (lost) {
+        if (last && *last) {
+            PQclear(*last);
+            *last = NULL;
+        }
+        hn_rc rc = fail_lost(c, what, err);
+        if (c->pg && PQpipelineStatus(c->pg) != PQ_PIPELINE_OFF) {
+            /* the session is unusable in this state: drop it (the next call
+             * outside a transaction reconnects) */
+            PQfinish(c->pg);
+            c->pg = NULL;
+        }
+        c->pipeline = false;
+        return rc;
+    }
+    c->pipeline = false;
+    if (failed) {
+        if (last && *last) {
+            PQclear(*last);
+            *last = NULL;
+        }
+        if (err)
+            *err = first;
+        return HN_ERROR;
+    }
+    return HN_OK;
+}
+
+/* Sends a prepared statement into the pipeline (entering it if needed). */
+static hn_rc send_queued(struct hn_db *c, const pg_cached *e, const hn_value *args, size_t nargs,
+                         hn_error *err) {
+    bound b;
+    if (bind(args, nargs, &b, err) != HN_OK)
+        return HN_ERROR;
+    if (!c->pipeline) {
+        if (!PQenterPipelineMode(c->pg)) {
+            bound_free(&b);
+            return fail_result(c, NULL, "pipeline", err);
+        }
+        c->pipeline = true;
+        c->queued = 0;
+    }
+    int sent = PQsendQueryPrepared(c->pg, e->name, (int)nargs, b.values, b.lengths, b.formats, 0);
+    bound_free(&b);
+    if (!sent) /* the socket broke: settle says how */
+        return settle(c, NULL, "statement", err) == HN_OK
+                   ? fail_result(c, NULL, "statement", err)
+                   : HN_ERROR;
+    c->queued++;
+    return HN_OK;
+}
+
+/* exec without `changes` inside a transaction: queued when its statement is
+ * prepared already. 1: queued; 0: run it the usual way; -1: error. */
+static int try_queue(struct hn_db *c, const char *sql, const hn_value *args, size_t nargs,
+                     hn_error *err) {
+    if (!c->in_tx || c->tx_lost || !c->pg || !sql || nargs > MAX_PARAMS || (nargs && !args))
+        return 0;
+    char sigbuf[64];
+    if (nargs >= sizeof sigbuf)
+        return 0;
+    for (size_t i = 0; i < nargs; i++)
+        sigbuf[i] = type_letter(args[i].type);
+    sigbuf[nargs] = '\0';
+    pg_cached *e = find_cached(c, sql, sigbuf);
+    if (!e || e->nparams != (int)nargs)
+        return 0;
+    if (ensure_live(c, "statement", err) != HN_OK)
+        return -1;
+    if (c->pipeline && c->queued >= PIPELINE_MAX && settle(c, NULL, "statement", err) != HN_OK)
+        return -1;
+    return send_queued(c, e, args, nargs, err) == HN_OK ? 1 : -1;
+}
+
 /* Runs one statement; the result (tuples or command) or NULL with err. */
 static PGresult *run(struct hn_db *c, const char *sql, const hn_value *args, size_t nargs,
                      hn_error *err) {
@@ -491,6 +645,16 @@ static PGresult *run(struct hn_db *c, const char *sql, const hn_value *args, siz
     PGresult *res = NULL;
     char *uncached = NULL;
     bound b;
+    if (c->pipeline) {
+        /* queued commands first; a prepared statement rides along with them */
+        pg_cached *q = find_cached(c, sql, sig);
+        bool ok = !q || send_queued(c, q, args, nargs, err) == HN_OK;
+        if (!ok || settle(c, q ? &res : NULL, "statement", err) != HN_OK || q) {
+            if (sig != sigbuf)
+                free(sig);
+            return res;
+        }
+    }
     pg_cached *e = statement(c, sql, sig, nargs, &uncached, err);
     if ((e || uncached) && bind(args, nargs, &b, err) == HN_OK) {
         if (e) {
@@ -535,6 +699,11 @@ static int64_t parse_changes(const PGresult *res) {
 
 hn_rc pg_conn_exec(struct hn_db *c, const char *sql, const hn_value *args, size_t nargs,
                    int64_t *changes, hn_error *err) {
+    if (!changes) {
+        int queued = try_queue(c, sql, args, nargs, err);
+        if (queued != 0)
+            return queued > 0 ? HN_OK : HN_ERROR;
+    }
     PGresult *res = run(c, sql, args, nargs, err);
     if (!res)
         return HN_ERROR;
@@ -574,7 +743,7 @@ struct hn_stmt *pg_conn_query(struct hn_db *c, const char *sql, const hn_value *
 }
 
 hn_rc pg_conn_exec_script(struct hn_db *c, const char *sql, hn_error *err) {
-    if (ensure_live(c, "script", err) != HN_OK)
+    if (ensure_live(c, "script", err) != HN_OK || settle(c, NULL, "script", err) != HN_OK)
         return HN_ERROR;
     PGresult *res = PQexec(c->pg, sql);
     ExecStatusType st = PQresultStatus(res);
@@ -600,10 +769,60 @@ hn_rc pg_conn_begin(struct hn_db *c, hn_error *err) {
                        "storage: cannot start a transaction within a transaction");
     if (ensure_live(c, "begin", err) != HN_OK)
         return HN_ERROR;
+    /* BEGIN goes out with the transaction's first command that needs an
+     * answer (or with COMMIT) */
+    if (PQenterPipelineMode(c->pg)) {
+        c->pipeline = true;
+        c->queued = 0;
+        if (PQsendQueryParams(c->pg, "BEGIN", 0, NULL, NULL, NULL, NULL, 0)) {
+            c->queued = 1;
+            c->in_tx = true;
+            return HN_OK;
+        }
+        if (settle(c, NULL, "begin", err) != HN_OK)
+            return HN_ERROR;
+    }
     if (simple(c, "BEGIN", err) != HN_OK)
         return HN_ERROR;
     c->in_tx = true;
     return HN_OK;
+}
+
+/* Commit of a pipelined transaction: COMMIT joins the queued commands. */
+static hn_rc commit_queued(struct hn_db *c, hn_error *err) {
+    PGresult *res = NULL;
+    bool sent = PQsendQueryParams(c->pg, "COMMIT", 0, NULL, NULL, NULL, NULL, 0) != 0;
+    if (sent)
+        c->queued++;
+    hn_error e;
+    memset(&e, 0, sizeof e);
+    hn_rc rc = settle(c, sent ? &res : NULL, "commit", &e);
+    if (rc == HN_OK && !sent)
+        rc = fail_result(c, NULL, "commit", &e);
+    if (rc != HN_OK) {
+        if (c->tx_lost || !pg_conn_alive(c)) {
+            c->tx_lost = c->in_tx = false;
+            return pg_fail(err, 503, "StorageUnavailable",
+                           "storage: commit: the connection to PostgreSQL was lost while the "
+                           "transaction was being sent and committed; whether it committed is "
+                           "unknown");
+        }
+        /* a statement failed: the server skipped the rest and COMMIT, and the
+         * transaction waits for a ROLLBACK; the statement's own error is the
+         * answer (409 StorageConstraint stays 409) */
+        hn_error ignored;
+        simple(c, "ROLLBACK", &ignored);
+        c->in_tx = false;
+        if (err)
+            *err = e;
+        return HN_ERROR;
+    }
+    c->in_tx = false;
+    if (strcmp(PQcmdStatus(res), "ROLLBACK") == 0)
+        rc = pg_fail(err, 500, "StorageError",
+                     "storage: commit: PostgreSQL rolled the transaction back");
+    PQclear(res);
+    return rc;
 }
 
 hn_rc pg_conn_commit(struct hn_db *c, hn_error *err) {
@@ -613,6 +832,8 @@ hn_rc pg_conn_commit(struct hn_db *c, hn_error *err) {
                        "storage: commit: the connection to PostgreSQL was lost inside the "
                        "transaction; nothing of it was committed");
     }
+    if (c->pipeline)
+        return commit_queued(c, err);
     if (!c->in_tx && !(pg_conn_alive(c) && server_in_tx(c)))
         return pg_fail(err, 500, "StorageError",
                        "storage: cannot commit - no transaction is active");
@@ -651,6 +872,10 @@ hn_rc pg_conn_commit(struct hn_db *c, hn_error *err) {
 }
 
 hn_rc pg_conn_rollback(struct hn_db *c, hn_error *err) {
+    if (c->pipeline) { /* what was queued is rolled back with the rest */
+        hn_error ignored;
+        settle(c, NULL, "rollback", &ignored);
+    }
     bool lost = c->tx_lost;
     c->tx_lost = false;
     c->in_tx = false;
@@ -662,7 +887,7 @@ hn_rc pg_conn_rollback(struct hn_db *c, hn_error *err) {
 }
 
 void pg_conn_reset_for_pool(struct hn_db *c) {
-    if (c->in_tx || c->tx_lost || (pg_conn_alive(c) && server_in_tx(c))) {
+    if (c->in_tx || c->tx_lost || c->pipeline || (pg_conn_alive(c) && server_in_tx(c))) {
         hn_error ignored;
         pg_conn_rollback(c, &ignored);
     }

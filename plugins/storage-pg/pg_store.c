@@ -11,6 +11,8 @@
 #include <time.h>
 
 #include "pg_conn.h"
+#include "storage/storage_migrate.h"
+#include "storage/storage_pool.h"
 
 #define KEYWORDS 8
 
@@ -21,13 +23,14 @@ struct pg_store {
     const char *keywords[KEYWORDS + 1];
     const char *values[KEYWORDS + 1];
     pg_conn_config cfg;      /* what every connection is opened with */
-    bool opened;
-    pthread_mutex_t mu;      /* guards the pool fields below */
-    pthread_cond_t returned; /* a connection came back to the pool */
-    struct hn_db *idle;      /* LIFO: the most recently used (warmest cache) goes out first */
-    int open_count;          /* connections that exist, idle or lent out */
-    bool shutting_down;
+    storage_pool pool;       /* lib/storage: LIFO, opened on demand up to max_connections */
 };
+
+static hn_db *pool_open(void *ctx, hn_error *err) {
+    return pg_conn_open(&((pg_store *)ctx)->cfg, err);
+}
+
+static void pool_close(hn_db *c) { pg_conn_close(c); }
 
 /* ---- lifecycle ------------------------------------------------------------ */
 
@@ -75,8 +78,17 @@ pg_store *pg_store_new(const pg_options *opt) {
         .busy_timeout_ms = s->opt.busy_timeout_ms,
         .stmt_cache_size = s->opt.stmt_cache_size,
     };
-    pthread_mutex_init(&s->mu, NULL);
-    pthread_cond_init(&s->returned, NULL);
+    s->pool = (storage_pool){.name = "postgres",
+                             .max_connections = s->opt.max_connections,
+                             .busy_timeout_ms = s->opt.busy_timeout_ms,
+                             .open = pool_open,
+                             .close = pool_close,
+                             .ctx = s};
+    if (storage_pool_init(&s->pool) != 0) {
+        free(s->dsn_copy);
+        free(s);
+        return NULL;
+    }
     return s;
 }
 
@@ -135,7 +147,7 @@ static struct hn_db *connect_with_retries(pg_store *s, hn_error *err) {
 }
 
 hn_rc pg_store_open(pg_store *s, hn_error *err) {
-    if (s->opened)
+    if (storage_pool_opened(&s->pool))
         return HN_OK;
     if (!s->opt.dsn[0])
         return pg_fail(err, 500, "ConfigError", "storage-pg: no dsn");
@@ -164,39 +176,19 @@ hn_rc pg_store_open(pg_store *s, hn_error *err) {
         pg_conn_close(c);
         return HN_ERROR;
     }
-    pthread_mutex_lock(&s->mu);
-    s->open_count = 1;
-    s->idle = c;
-    s->shutting_down = false;
-    s->opened = true;
-    pthread_mutex_unlock(&s->mu);
+    storage_pool_start(&s->pool, c);
     return HN_OK;
 }
 
 int pg_store_shutdown(pg_store *s) {
-    pthread_mutex_lock(&s->mu);
-    s->shutting_down = true;
-    struct hn_db *c = s->idle;
-    s->idle = NULL;
-    while (c) {
-        struct hn_db *next = c->next_idle;
-        pg_conn_close(c);
-        s->open_count--;
-        c = next;
-    }
-    int lent = s->open_count;
-    s->opened = false;
-    pthread_cond_broadcast(&s->returned);
-    pthread_mutex_unlock(&s->mu);
-    return lent;
+    return storage_pool_shutdown(&s->pool);
 }
 
 void pg_store_free(pg_store *s) {
     if (!s)
         return;
     pg_store_shutdown(s);
-    pthread_cond_destroy(&s->returned);
-    pthread_mutex_destroy(&s->mu);
+    storage_pool_destroy(&s->pool);
     memset(s->dsn_copy, 0, strlen(s->dsn_copy)); /* it may hold a password */
     free(s->dsn_copy);
     free(s);
@@ -205,68 +197,17 @@ void pg_store_free(pg_store *s) {
 /* ---- pool ----------------------------------------------------------------- */
 
 static hn_db *vt_acquire(void *state, hn_error *err) {
-    pg_store *s = state;
-    struct timespec deadline;
-    clock_gettime(CLOCK_REALTIME, &deadline);
-    deadline.tv_sec += s->opt.busy_timeout_ms / 1000;
-    deadline.tv_nsec += (long)(s->opt.busy_timeout_ms % 1000) * 1000000L;
-    if (deadline.tv_nsec >= 1000000000L) {
-        deadline.tv_sec++;
-        deadline.tv_nsec -= 1000000000L;
-    }
-    pthread_mutex_lock(&s->mu);
-    for (;;) {
-        if (!s->opened || s->shutting_down) {
-            pthread_mutex_unlock(&s->mu);
-            pg_fail(err, 500, "StorageError", "storage: the postgres store is not running");
-            return NULL;
-        }
-        if (s->idle) {
-            struct hn_db *c = s->idle;
-            s->idle = c->next_idle;
-            c->next_idle = NULL;
-            pthread_mutex_unlock(&s->mu);
-            return c; /* a dead one is reopened by its next call */
-        }
-        if (s->open_count < s->opt.max_connections)
-            break;
-        if (pthread_cond_timedwait(&s->returned, &s->mu, &deadline) == ETIMEDOUT) {
-            pthread_mutex_unlock(&s->mu);
-            pg_fail(err, 503, "StorageBusy", "storage: all %d connections are in use",
-                    s->opt.max_connections);
-            return NULL;
-        }
-    }
-    s->open_count++; /* reserve the slot, connect outside the lock */
-    pthread_mutex_unlock(&s->mu);
-    struct hn_db *c = pg_conn_open(&s->cfg, err);
-    if (!c) {
-        pthread_mutex_lock(&s->mu);
-        s->open_count--;
-        pthread_cond_signal(&s->returned);
-        pthread_mutex_unlock(&s->mu);
-    }
-    return c;
+    /* a dead connection is reopened by its next call (pg_conn.h) */
+    return storage_pool_acquire(&((pg_store *)state)->pool, err);
 }
 
 static void vt_release(void *state, hn_db *c) {
-    pg_store *s = state;
     if (!c)
         return;
     /* A connection must come back clean: roll back a transaction left open
      * (a caller's error path) so the next user does not inherit it. */
     pg_conn_reset_for_pool(c);
-    pthread_mutex_lock(&s->mu);
-    if (s->shutting_down) {
-        s->open_count--;
-        pthread_mutex_unlock(&s->mu);
-        pg_conn_close(c);
-        return;
-    }
-    c->next_idle = s->idle;
-    s->idle = c;
-    pthread_cond_signal(&s->returned);
-    pthread_mutex_unlock(&s->mu);
+    storage_pool_release(&((pg_store *)state)->pool, c);
 }
 
 /* ---- statements and transactions ------------------------------------------ */
@@ -291,89 +232,38 @@ static hn_rc vt_begin(hn_db *c, hn_error *err) { return pg_conn_begin(c, err); }
 static hn_rc vt_commit(hn_db *c, hn_error *err) { return pg_conn_commit(c, err); }
 static hn_rc vt_rollback(hn_db *c, hn_error *err) { return pg_conn_rollback(c, err); }
 
-/* ---- migrations ----------------------------------------------------------- */
+/* ---- migrations (lib/storage, shared with storage-sqlite) ------------------ */
 
-static int read_version(hn_db *c, const char *owner, hn_error *err) {
-    hn_value args[] = {HN_V_TEXT(owner)};
-    hn_stmt *st = pg_conn_query(c, "SELECT version FROM " PG_VERSION_TABLE " WHERE owner = ?",
-                                args, 1, err);
-    if (!st)
-        return -1;
-    int v = pg_stmt_step(st) == 1 ? (int)pg_stmt_col_int(st, 0) : 0;
-    pg_stmt_finish(st);
-    return v;
+static hn_rc exec_script(hn_db *c, const char *sql, hn_error *err) {
+    return pg_conn_exec_script(c, sql, err);
+}
+
+/* Each step takes the transaction-level advisory lock shared by every process
+ * on this database before it reads the version again: processes migrating at
+ * once apply each step exactly once, and the lock goes away with the
+ * transaction whatever happens. */
+static const hn_value migrate_lock_key[] = {HN_V_INT(PG_MIGRATE_LOCK)};
+
+static const storage_migrator *migrator(void *state, storage_migrator *m) {
+    *m = (storage_migrator){.vt = &pg_storage_vt,
+                            .state = state,
+                            .table = PG_VERSION_TABLE,
+                            .exec_script = exec_script,
+                            .lock_sql = "SELECT pg_advisory_xact_lock(?)",
+                            .lock_args = migrate_lock_key,
+                            .n_lock_args = 1};
+    return m;
 }
 
 static int vt_schema_version(void *state, const char *owner, hn_error *err) {
-    hn_db *c = vt_acquire(state, err);
-    if (!c)
-        return -1;
-    int v = read_version(c, owner, err);
-    vt_release(state, c);
-    return v;
-}
-
-/* One step in its own transaction, under a transaction-level advisory lock
- * shared by every process on this database: the version is read again
- * inside it, so processes migrating at once apply each step exactly once,
- * and the lock goes away with the transaction whatever happens. */
-static hn_rc apply_step(hn_db *c, const char *owner, const hn_migration *m, hn_error *err) {
-    if (pg_conn_begin(c, err) != HN_OK)
-        return HN_ERROR;
-    hn_value key[] = {HN_V_INT(PG_MIGRATE_LOCK)};
-    if (pg_conn_exec(c, "SELECT pg_advisory_xact_lock(?)", key, 1, NULL, err) != HN_OK)
-        goto fail;
-    int cur = read_version(c, owner, err);
-    if (cur < 0)
-        goto fail;
-    if (cur >= m->version)
-        return pg_conn_commit(c, err); /* someone else got here first */
-    if (pg_conn_exec_script(c, m->sql, err) != HN_OK) {
-        if (err) {
-            char what[sizeof err->message];
-            snprintf(what, sizeof what, "%s", err->message);
-            snprintf(err->message, sizeof err->message, "migration %s %d: %.400s", owner,
-                     m->version, what);
-        }
-        goto fail;
-    }
-    hn_value args[] = {HN_V_TEXT(owner), HN_V_INT(m->version)};
-    if (pg_conn_exec(c,
-                     "INSERT INTO " PG_VERSION_TABLE " (owner, version) VALUES (?, ?) "
-                     "ON CONFLICT (owner) DO UPDATE SET version = excluded.version",
-                     args, 2, NULL, err) != HN_OK)
-        goto fail;
-    return pg_conn_commit(c, err);
-fail:
-    pg_conn_rollback(c, NULL);
-    return HN_ERROR;
+    storage_migrator m;
+    return storage_schema_version(migrator(state, &m), owner, err);
 }
 
 static hn_rc vt_migrate(void *state, const char *owner, const hn_migration *steps, size_t n,
                         hn_error *err) {
-    if (!owner || !owner[0])
-        return pg_fail(err, 500, "StorageError", "storage: migrate: no owner");
-    for (size_t i = 0; i < n; i++) {
-        if (steps[i].version <= 0 || (i > 0 && steps[i].version <= steps[i - 1].version) ||
-            !steps[i].sql)
-            return pg_fail(err, 500, "StorageError",
-                           "storage: migrate %s: step %zu: versions must be 1, 2, ... in "
-                           "increasing order, each with SQL",
-                           owner, i);
-    }
-    hn_db *c = vt_acquire(state, err);
-    if (!c)
-        return HN_ERROR;
-    hn_rc rc = HN_OK;
-    int cur = read_version(c, owner, err);
-    if (cur < 0)
-        rc = HN_ERROR;
-    for (size_t i = 0; rc == HN_OK && i < n; i++) {
-        if (steps[i].version > cur)
-            rc = apply_step(c, owner, &steps[i], err);
-    }
-    vt_release(state, c);
-    return rc;
+    storage_migrator m;
+    return storage_migrate(migrator(state, &m), owner, steps, n, err);
 }
 
 const hn_storage_vt pg_storage_vt = {

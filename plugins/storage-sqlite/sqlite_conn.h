@@ -46,7 +46,6 @@ struct hn_db {
     int cache_size;
     uint64_t tick;              /* LRU clock */
     bool dirty;                 /* a write ran that is not yet known durable (group mode) */
-    struct hn_db *next_idle;    /* pool free list link, owned by the store */
 };
 
 /* Opens a connection to `path` with the store's pragmas (WAL, synchronous,

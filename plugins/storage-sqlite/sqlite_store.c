@@ -13,21 +13,26 @@
 
 #include "sqlite_conn.h"
 #include "sqlite_sync.h"
+#include "storage/storage_migrate.h"
+#include "storage/storage_pool.h"
 
 struct sq_store {
     sq_options opt;          /* opt.path points to path_copy */
     char *path_copy;
-    bool opened;
-    pthread_mutex_t mu;      /* guards the pool fields below */
-    pthread_cond_t returned; /* a connection came back to the pool */
-    struct hn_db *idle;      /* LIFO: the most recently used (warmest cache) goes out first */
-    int open_count;          /* connections that exist, idle or lent out */
-    bool shutting_down;
+    storage_pool pool;       /* lib/storage: LIFO, opened on demand up to max_connections */
     sq_group_sync sync;      /* used in SQ_SYNC_GROUP mode only */
     sq_write_gate gate;      /* one writer at a time within this process */
 };
 
 /* ---- lifecycle ------------------------------------------------------------ */
+
+static struct hn_db *open_conn(sq_store *s, hn_error *err) {
+    return sq_conn_open(&s->opt, s->opt.sync_mode == SQ_SYNC_GROUP ? &s->sync : NULL, &s->gate,
+                        err);
+}
+
+static hn_db *pool_open(void *ctx, hn_error *err) { return open_conn(ctx, err); }
+static void pool_close(hn_db *c) { sq_conn_close(c); }
 
 sq_store *sq_store_new(const sq_options *opt) {
     sq_store *s = calloc(1, sizeof *s);
@@ -44,16 +49,20 @@ sq_store *sq_store_new(const sq_options *opt) {
         s->opt.max_connections = 64;
     if (s->opt.busy_timeout_ms < 0)
         s->opt.busy_timeout_ms = 0;
-    pthread_mutex_init(&s->mu, NULL);
-    pthread_cond_init(&s->returned, NULL);
+    s->pool = (storage_pool){.name = "sqlite",
+                             .max_connections = s->opt.max_connections,
+                             .busy_timeout_ms = s->opt.busy_timeout_ms,
+                             .open = pool_open,
+                             .close = pool_close,
+                             .ctx = s};
+    if (storage_pool_init(&s->pool) != 0) {
+        free(s->path_copy);
+        free(s);
+        return NULL;
+    }
     sq_group_sync_init(&s->sync);
     sq_write_gate_init(&s->gate);
     return s;
-}
-
-static struct hn_db *open_conn(sq_store *s, hn_error *err) {
-    return sq_conn_open(&s->opt, s->opt.sync_mode == SQ_SYNC_GROUP ? &s->sync : NULL, &s->gate,
-                        err);
 }
 
 /* fsync the directory holding the database so the file's own directory entry
@@ -71,7 +80,7 @@ static void sync_parent_dir(const char *path) {
 }
 
 hn_rc sq_store_open(sq_store *s, hn_error *err) {
-    if (s->opened)
+    if (storage_pool_opened(&s->pool))
         return HN_OK;
     if (!s->opt.path[0])
         return sq_fail_msg(err, "storage: no database path");
@@ -89,30 +98,12 @@ hn_rc sq_store_open(sq_store *s, hn_error *err) {
         return HN_ERROR;
     }
     sync_parent_dir(s->opt.path);
-    pthread_mutex_lock(&s->mu);
-    s->open_count = 1;
-    s->idle = c;
-    s->shutting_down = false;
-    s->opened = true;
-    pthread_mutex_unlock(&s->mu);
+    storage_pool_start(&s->pool, c);
     return HN_OK;
 }
 
 int sq_store_shutdown(sq_store *s) {
-    pthread_mutex_lock(&s->mu);
-    s->shutting_down = true;
-    struct hn_db *c = s->idle;
-    s->idle = NULL;
-    while (c) {
-        struct hn_db *next = c->next_idle;
-        sq_conn_close(c);
-        s->open_count--;
-        c = next;
-    }
-    int lent = s->open_count;
-    s->opened = false;
-    pthread_mutex_unlock(&s->mu);
-    return lent;
+    return storage_pool_shutdown(&s->pool);
 }
 
 void sq_store_free(sq_store *s) {
@@ -121,8 +112,7 @@ void sq_store_free(sq_store *s) {
     sq_store_shutdown(s);
     sq_group_sync_destroy(&s->sync);
     sq_write_gate_destroy(&s->gate);
-    pthread_cond_destroy(&s->returned);
-    pthread_mutex_destroy(&s->mu);
+    storage_pool_destroy(&s->pool);
     free(s->path_copy);
     free(s);
 }
@@ -130,52 +120,7 @@ void sq_store_free(sq_store *s) {
 /* ---- pool ----------------------------------------------------------------- */
 
 static hn_db *vt_acquire(void *state, hn_error *err) {
-    sq_store *s = state;
-    struct timespec deadline;
-    clock_gettime(CLOCK_REALTIME, &deadline);
-    deadline.tv_sec += s->opt.busy_timeout_ms / 1000;
-    deadline.tv_nsec += (long)(s->opt.busy_timeout_ms % 1000) * 1000000L;
-    if (deadline.tv_nsec >= 1000000000L) {
-        deadline.tv_sec++;
-        deadline.tv_nsec -= 1000000000L;
-    }
-    pthread_mutex_lock(&s->mu);
-    for (;;) {
-        if (!s->opened || s->shutting_down) {
-            pthread_mutex_unlock(&s->mu);
-            sq_fail_msg(err, "storage: the sqlite store is not running");
-            return NULL;
-        }
-        if (s->idle) {
-            struct hn_db *c = s->idle;
-            s->idle = c->next_idle;
-            c->next_idle = NULL;
-            pthread_mutex_unlock(&s->mu);
-            return c;
-        }
-        if (s->open_count < s->opt.max_connections)
-            break;
-        if (pthread_cond_timedwait(&s->returned, &s->mu, &deadline) == ETIMEDOUT) {
-            pthread_mutex_unlock(&s->mu);
-            if (err) {
-                err->status = 503;
-                snprintf(err->rc, sizeof err->rc, "StorageBusy");
-                snprintf(err->message, sizeof err->message,
-                         "storage: all %d connections are in use", s->opt.max_connections);
-            }
-            return NULL;
-        }
-    }
-    s->open_count++; /* reserve the slot, open outside the lock */
-    pthread_mutex_unlock(&s->mu);
-    struct hn_db *c = open_conn(s, err);
-    if (!c) {
-        pthread_mutex_lock(&s->mu);
-        s->open_count--;
-        pthread_cond_signal(&s->returned);
-        pthread_mutex_unlock(&s->mu);
-    }
-    return c;
+    return storage_pool_acquire(&((sq_store *)state)->pool, err);
 }
 
 static void vt_release(void *state, hn_db *c) {
@@ -192,17 +137,7 @@ static void vt_release(void *state, hn_db *c) {
         sqlite3_exec(c->db, "ROLLBACK", NULL, NULL, NULL);
     c->dirty = false;
     sq_conn_settle(c, NULL); /* leaves the write gate if it still held it */
-    pthread_mutex_lock(&s->mu);
-    if (s->shutting_down) {
-        s->open_count--;
-        pthread_mutex_unlock(&s->mu);
-        sq_conn_close(c);
-        return;
-    }
-    c->next_idle = s->idle;
-    s->idle = c;
-    pthread_cond_signal(&s->returned);
-    pthread_mutex_unlock(&s->mu);
+    storage_pool_release(&s->pool, c);
 }
 
 /* ---- statements ----------------------------------------------------------- */
@@ -308,88 +243,27 @@ static hn_rc vt_rollback(hn_db *c, hn_error *err) {
     return run_simple(c, "ROLLBACK", err);
 }
 
-/* ---- migrations ----------------------------------------------------------- */
+/* ---- migrations (lib/storage, shared with storage-pg) ---------------------- */
 
-static int read_version(hn_db *c, const char *owner, hn_error *err) {
-    hn_value args[] = {HN_V_TEXT(owner)};
-    hn_stmt *st = vt_query(c, "SELECT version FROM " SQ_VERSION_TABLE " WHERE owner = ?", args,
-                           1, err);
-    if (!st)
-        return -1;
-    int v = 0;
-    int r = vt_step(st, err);
-    if (r == 1)
-        v = (int)vt_col_int(st, 0);
-    vt_finish(st);
-    return r < 0 ? -1 : v;
+/* Each step runs in its own IMMEDIATE transaction (vt_begin), which already
+ * keeps a second process out until it ends: no lock statement needed. */
+static const storage_migrator *migrator(void *state, storage_migrator *m) {
+    *m = (storage_migrator){.vt = &sq_storage_vt,
+                            .state = state,
+                            .table = SQ_VERSION_TABLE,
+                            .exec_script = sq_conn_exec_script};
+    return m;
 }
 
 static int vt_schema_version(void *state, const char *owner, hn_error *err) {
-    hn_db *c = vt_acquire(state, err);
-    if (!c)
-        return -1;
-    int v = read_version(c, owner, err);
-    vt_release(state, c);
-    return v;
-}
-
-/* One step in its own IMMEDIATE transaction. The version is read again inside
- * it, so two processes migrating at once apply each step exactly once. */
-static hn_rc apply_step(hn_db *c, const char *owner, const hn_migration *m, hn_error *err) {
-    if (vt_begin(c, err) != HN_OK)
-        return HN_ERROR;
-    int cur = read_version(c, owner, err);
-    if (cur < 0)
-        goto fail;
-    if (cur >= m->version)
-        return vt_commit(c, err); /* someone else got here first */
-    if (sq_conn_exec_script(c, m->sql, err) != HN_OK) {
-        char what[sizeof err->message];
-        snprintf(what, sizeof what, "%s", err ? err->message : "");
-        if (err)
-            snprintf(err->message, sizeof err->message, "migration %s %d: %.400s", owner,
-                     m->version, what);
-        goto fail;
-    }
-    hn_value args[] = {HN_V_TEXT(owner), HN_V_INT(m->version)};
-    if (vt_exec(c,
-                "INSERT INTO " SQ_VERSION_TABLE " (owner, version) VALUES (?, ?) "
-                "ON CONFLICT (owner) DO UPDATE SET version = excluded.version",
-                args, 2, NULL, err) != HN_OK)
-        goto fail;
-    if (vt_commit(c, err) != HN_OK)
-        goto fail;
-    return HN_OK;
-fail:
-    vt_rollback(c, NULL);
-    return HN_ERROR;
+    storage_migrator m;
+    return storage_schema_version(migrator(state, &m), owner, err);
 }
 
 static hn_rc vt_migrate(void *state, const char *owner, const hn_migration *steps, size_t n,
                         hn_error *err) {
-    if (!owner || !owner[0])
-        return sq_fail_msg(err, "storage: migrate: no owner");
-    for (size_t i = 0; i < n; i++) {
-        if (steps[i].version <= 0 || (i > 0 && steps[i].version <= steps[i - 1].version) ||
-            !steps[i].sql)
-            return sq_fail_msg(err,
-                               "storage: migrate %s: step %zu: versions must be 1, 2, ... "
-                               "in increasing order, each with SQL",
-                               owner, i);
-    }
-    hn_db *c = vt_acquire(state, err);
-    if (!c)
-        return HN_ERROR;
-    hn_rc rc = HN_OK;
-    int cur = read_version(c, owner, err);
-    if (cur < 0)
-        rc = HN_ERROR;
-    for (size_t i = 0; rc == HN_OK && i < n; i++) {
-        if (steps[i].version > cur)
-            rc = apply_step(c, owner, &steps[i], err);
-    }
-    vt_release(state, c);
-    return rc;
+    storage_migrator m;
+    return storage_migrate(migrator(state, &m), owner, steps, n, err);
 }
 
 const hn_storage_vt sq_storage_vt = {

@@ -42,12 +42,12 @@ fuzz_prompt_SRCS      := $(FUZZ_ENGINE)/tokenizer.c $(FUZZ_ENGINE)/prompt_weight
 fuzz_prompt_LIBS      := $(JANSSON_LIBS) -lz -lm
 fuzz_image_SRCS       := $(FUZZ_ENGINE)/image_io.c
 fuzz_image_LIBS       := $(shell pkg-config --libs libpng libwebp 2>/dev/null) -lm
-fuzz_signed_url_SRCS  := plugins/images-fs/images_files.c plugins/images-fs/images_sign.c
+fuzz_signed_url_SRCS  := lib/images/images_url.c
 fuzz_signed_url_LIBS  := -lcrypto
 
 # Every header folder a harness or a linked file needs; a plugin's own folder
 # first for its files (their names do not collide across these plugins).
-FUZZ_INCLUDES := -Icore/include -Icore -Iplugins/broker -Iplugins/cuda-sd -Iplugins/images-fs \
+FUZZ_INCLUDES := -Icore/include -Icore -Ilib -Iplugins/broker -Iplugins/cuda-sd -Iplugins/images-fs \
                  $(shell pkg-config --cflags $(PKGS) libpng libwebp 2>/dev/null)
 FUZZ_DEFS     := -D_GNU_SOURCE -DHN_VERSION=\"$(VERSION)\" -DHN_PREFIX=\"$(PREFIX)\"
 fuzz_plugin_dir = $(if $(filter plugins/%,$(1)),-Iplugins/$(word 2,$(subst /, ,$(1))))
@@ -63,7 +63,8 @@ $(FUZZ_BUILD)/obj/%.o: %.c $(CORE_HDRS)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) $(call fuzz_plugin_dir,$<) $(FUZZ_INCLUDES) -c $< -o $@
 
 define fuzz_template
-$(FUZZ_BUILD)/fuzz_$(1): $(FUZZ_BUILD)/obj/tests/fuzz/fuzz_$(1).o $$(fuzz_$(1)_SRCS:%.c=$(FUZZ_BUILD)/obj/%.o)
+$(FUZZ_BUILD)/fuzz_$(1): $(FUZZ_BUILD)/obj/tests/fuzz/fuzz_$(1).o $(FUZZ_BUILD)/obj/tests/fuzz/fuzz_defaults.o \
+        $$(fuzz_$(1)_SRCS:%.c=$(FUZZ_BUILD)/obj/%.o)
 	$(FUZZ_CC) $(FUZZ_SAN) -fsanitize=fuzzer -o $$@ $$^ $$(fuzz_$(1)_LIBS)
 $(BUILD)/fuzz-replay/replay_$(1): $(BUILD)/fuzz-replay/obj/tests/fuzz/fuzz_$(1).o \
         $(BUILD)/fuzz-replay/obj/tests/fuzz/replay_main.o $$(fuzz_$(1)_SRCS:%.c=$(BUILD)/fuzz-replay/obj/%.o)

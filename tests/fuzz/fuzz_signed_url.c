@@ -1,4 +1,5 @@
-/* Fuzz target: images-fs signed URLs: the image key from the path (which
+/* Fuzz target: the signed image URLs of images-fs and images-db
+ * (lib/images/images_url.c): the image key from the path (which
  * must never name anything outside the images folder) and the expires/sig
  * query values checked against the node secret.
  *
@@ -7,8 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "images_files.h"
-#include "images_sign.h"
+#include "images/images_url.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -88,7 +88,9 @@ typedef struct hn_storage_vt {
     hn_rc (*rollback)(hn_db *db, hn_error *err);
 
     /* Runs a statement that returns no rows; *changes (may be NULL) gets the
-     * number of rows changed. */
+     * number of rows changed. Inside a transaction with changes == NULL a
+     * provider may send it without waiting (storage-pg pipelines): its
+     * failure then comes from a later call of the transaction or commit. */
     hn_rc (*exec)(hn_db *db, const char *sql, const hn_value *args, size_t nargs,
                   int64_t *changes, hn_error *err);
     /* Starts a query; NULL with err on failure. Free with finish. */

@@ -151,16 +151,38 @@ def main():
     for label, rps, p99, bad, cps, cpu in rows:
         lines.append("| %s | %.0f | %.0f | %.1f | %d | %.0f |" % (label, rps, cps, p99, bad, cpu))
     lines += ["",
-              "Most requests here are pops that find nothing: in `cycle.lua` a connection whose "
-              "request another connection's worker took pops again at once, so the cycles/s "
-              "column is the one to compare. Why a cycle under wrk costs so much more here "
-              "than on SQLite (section above) is not understood yet: one client doing async, "
-              "pop and submit one after the other gets each answered in under 1 ms on this "
-              "set-up; the empty pops spinning on 2 shared cores next to PostgreSQL are the "
-              "first suspect.",
-              "In cluster mode every pop that finds work claims its image in the database "
-              "(one transaction, on the request's thread, under the broker lock) before it "
-              "answers, and each node reads the others' changes every 200 ms.", ""]
+              "A cycle is 4 requests when every pop finds work (1 node). With two nodes a "
+              "connection whose request the other node took pops empty until the next sync "
+              "round (every 200 ms) brings it the other node's requests, so requests/s and "
+              "cycles/s drift apart there; compare cycles/s.",
+              "Round trips (issue 9): with PostgreSQL every statement answered is a round trip "
+              "to another process, which on 2 busy cores waits to be scheduled (50-150 us "
+              "here). The broker's single writer thread used to pay one per statement plus "
+              "BEGIN and COMMIT, about 9 per cycle, and was the queue every answer waited in "
+              "(pg_stat_statements, 1 node, 5 s: 36,000 statements and 3,842 commits for 5,243 "
+              "cycles, batches of about 4 ops); a cluster pop held the broker lock for 5 (BEGIN, "
+              "the claim, the job and request rows, COMMIT). storage-pg now pipelines a "
+              "transaction (libpq pipeline mode): BEGIN and every exec that does not ask for "
+              "a row count go out with the next statement that needs an answer, or with "
+              "COMMIT, so a writer batch costs 1 round trip and a cluster claim 2 (strace: 6 "
+              "writes to PostgreSQL per cycle instead of 11.5, of which 3 are auth's key "
+              "lookups). On this machine the 1-node rows are bound by CPU (wrk, node and "
+              "PostgreSQL share 2 cores) and moved within noise; two nodes went from about "
+              "610 to about 920 cycles/s (5 interleaved runs each, old and new storage-pg).",
+              "The 20-28 cycles/s once recorded here did not reproduce on the same code "
+              "(commit d5b3c9b: 700-1900 cycles/s on 1 node in every run, 180-250 with "
+              "PostgreSQL niced behind CPU hogs, always 4 requests a cycle): that run "
+              "answered about 190 requests per completed cycle, i.e. pops that found no "
+              "matching request, which no later run showed.",
+              "What is left: a cluster pop still holds the broker lock during its claim (1 "
+              "node: cluster = true does about half the cycles of cluster = false), and auth "
+              "looks every key up in the database (3 round trips a cycle on the HTTP threads). "
+              "About one 2-node run in five logs a `deadlock detected` (old and new "
+              "storage-pg alike): two nodes' writer batches take the per-user advisory locks of "
+              "the cluster-wide concurrency check (`br_cluster_guard_concurrency`, one per "
+              "async) in different user orders, and PostgreSQL waits its deadlock_timeout (1 s) "
+              "before breaking the tie, which shows as a p99 near 1 s.",
+              ""]
     section = "\n".join(lines) + "\n"
     text = open(out).read() if os.path.exists(out) else "# Benchmarks\n\n"
     m = re.search(r"^## Broker on PostgreSQL\n.*?(?=^## |\Z)", text, flags=re.S | re.M)

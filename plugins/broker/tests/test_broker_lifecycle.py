@@ -27,8 +27,11 @@ def test_stale_job_is_aborted_and_requeued(make_horde):
     assert wait_for(lambda: h.check(rid)["restarted"] == 1)
     c = h.check(rid)
     assert c["processing"] == 0 and c["waiting"] == 1 and not c["done"]
-    fresh = h.pop(name="fast-worker", owner="wendy")
-    assert fresh["id"] and fresh["id"] != slow["id"]
+    # in cluster mode the re-queued image is claimable once the fault is
+    # committed (an instant after `restarted` shows): a worker pops again
+    fresh = wait_for(lambda: (lambda j: j if j["id"] else None)(
+        h.pop(name="fast-worker", owner="wendy")))
+    assert fresh and fresh["id"] != slow["id"]
     # the slow worker is too late
     r = h.post("/generate/submit", {"id": slow["id"], "generation": "R2", "seed": 1},
                key=h.keys["wally"])

@@ -28,8 +28,14 @@
 #include "vae.h"
 #include "vae_decode.h"
 
-/* The VAE decode's scratch limit under an offload level (the default is
- * 128 MB): 32 MB still makes GEMMs of thousands of rows. */
+/* The VAE decode's scratch limit (the backend's default, which the UNet
+ * keeps, is 128 MB): the decode's im2col and attention scores run in row
+ * slices of at most this much. Its activations peak at 512 MB at 512x512
+ * (vae.c), which sits on top of every resident weight, so the scratch is
+ * bounded: 64 MB by default (a slice is still >= 3600 output rows of the
+ * widest 3x3 conv), 32 MB under an offload level, where memory counts
+ * more than the VAE's speed. */
+#define DEFAULT_VAE_SCRATCH ((size_t)64 << 20)
 #define OFFLOAD_VAE_SCRATCH ((size_t)32 << 20)
 
 /* The networks of a checkpoint, for dropping their device weights. */
@@ -1080,11 +1086,15 @@ int sd_generate(sd_pipeline *p, const sd_job *job, sd_image *images, char *err, 
     if (p->trim_pool)
         sd_backend_cuda_trim(p->be);
     phase_begin(p);
-    /* with an offload level, memory counts more than the VAE's speed: its
-     * im2col and attention run in smaller slices */
+    /* the VAE's im2col and attention in bounded slices (see DEFAULT_VAE_SCRATCH);
+     * not with keep_pool, which keeps the UNet's scratch (a freed one makes
+     * its CUDA graph stale: a capture again at every image) */
     size_t ws_old = 0;
-    bool ws_set = p->offload >= SD_OFFLOAD_ENCODERS &&
-                  sd_backend_cuda_set_workspace_limit(p->be, OFFLOAD_VAE_SCRATCH, &ws_old) == 0;
+    bool ws_set = p->cuda && (p->trim_pool || p->offload >= SD_OFFLOAD_ENCODERS) &&
+                  sd_backend_cuda_set_workspace_limit(
+                      p->be, p->offload >= SD_OFFLOAD_ENCODERS ? OFFLOAD_VAE_SCRATCH
+                                                               : DEFAULT_VAE_SCRATCH,
+                      &ws_old) == 0;
     rc = decode(p, job, final, lh, lw, images, err, errlen);
     if (ws_set)
         sd_backend_cuda_set_workspace_limit(p->be, ws_old, NULL);

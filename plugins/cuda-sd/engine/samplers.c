@@ -252,363 +252,286 @@ static float *alloc_f(size_t n) { return malloc(sizeof(float) * (n ? n : 1)); }
 
 /* ---- the samplers --------------------------------------------------------- */
 
-/* euler, ddim, dpmsolver: x += d (s' - s). */
-static int sample_euler(const run *r, const float *sig, int ns, float *x)
-{
-    float *den = alloc_f(r->n);
-    if (!den)
-        return fail(r->err, r->errlen, -1, "out of memory");
-    int rc = 0;
-    for (int i = 0; i < ns - 1 && rc == 0; i++) {
-        if ((rc = call_model(r, x, sig[i], den)))
-            break;
-        on_step(r, i, ns - 1, sig[i], x, den);
-        euler_update(x, den, sig[i], sig[i + 1] - sig[i], r->n);
-    }
-    free(den);
-    return rc;
-}
+/* The loop every fixed-step sampler shares: its work buffers (buf[0] is
+ * the denoised estimate D(x, sigma_i), the others the sampler's own), then
+ * per step the model call, the step callback, and the sampler's update of
+ * x from buf[0]. A step may swap buf[] pointers (history rings); the driver
+ * frees whatever the slots hold at the end. */
+enum { MAX_STEP_BUFS = 5 };
+typedef int (*step_fn)(const run *r, const float *sig, int i, float *x, float **buf);
 
-static int sample_euler_a(const run *r, const float *sig, int ns, float *x)
+static int sample_steps(const run *r, const float *sig, int ns, float *x, int nbufs, step_fn step)
 {
-    float *den = alloc_f(r->n), *noise = alloc_f(r->n);
+    float *buf[MAX_STEP_BUFS] = {0};
     int rc = 0;
-    if (!den || !noise) {
-        rc = fail(r->err, r->errlen, -1, "out of memory");
-        goto out;
-    }
-    for (int i = 0; i < ns - 1; i++) {
-        if ((rc = call_model(r, x, sig[i], den)))
-            break;
-        float down, up;
-        ancestral_step(sig[i], sig[i + 1], &down, &up);
-        on_step(r, i, ns - 1, sig[i], x, den);
-        if (r->o->conventions == SD_CONV_COMFYUI && down == 0.0f) {
-            memcpy(x, den, sizeof(float) * r->n);
-            continue;
-        }
-        euler_update(x, den, sig[i], down - sig[i], r->n);
-        if (sig[i + 1] > 0.0f) {
-            if ((rc = draw_noise(r, noise)))
-                break;
-            add_noise(x, noise, up, r->n);
-        }
-    }
-out:
-    free(den);
-    free(noise);
-    return rc;
-}
-
-static int sample_heun(const run *r, const float *sig, int ns, float *x)
-{
-    size_t n = r->n;
-    float *den = alloc_f(n), *den2 = alloc_f(n), *x2 = alloc_f(n);
-    int rc = 0;
-    if (!den || !den2 || !x2) {
-        rc = fail(r->err, r->errlen, -1, "out of memory");
-        goto out;
-    }
-    for (int i = 0; i < ns - 1; i++) {
-        float s = sig[i], sn = sig[i + 1], dt = sn - s;
-        if ((rc = call_model(r, x, s, den)))
-            break;
-        on_step(r, i, ns - 1, s, x, den);
-        if (sn == 0.0f) {
-            euler_update(x, den, s, dt, n);
-            continue;
-        }
-        for (size_t k = 0; k < n; k++)
-            x2[k] = x[k] + (x[k] - den[k]) / s * dt;
-        if ((rc = call_model(r, x2, sn, den2)))
-            break;
-        for (size_t k = 0; k < n; k++) {
-            float d = (x[k] - den[k]) / s;
-            float d2 = (x2[k] - den2[k]) / sn;
-            x[k] = x[k] + (d + d2) / 2.0f * dt;
-        }
-    }
-out:
-    free(den);
-    free(den2);
-    free(x2);
-    return rc;
-}
-
-/* dpm_2 and dpm_2_a (ancestral: target sigma_down, then noise). */
-static int sample_dpm_2(const run *r, const float *sig, int ns, float *x, bool ancestral)
-{
-    size_t n = r->n;
-    float *den = alloc_f(n), *den2 = alloc_f(n), *x2 = alloc_f(n), *noise = alloc_f(n);
-    int rc = 0;
-    if (!den || !den2 || !x2 || !noise) {
-        rc = fail(r->err, r->errlen, -1, "out of memory");
-        goto out;
-    }
-    for (int i = 0; i < ns - 1; i++) {
-        float s = sig[i], target = sig[i + 1], up = 0.0f;
-        if ((rc = call_model(r, x, s, den)))
-            break;
-        if (ancestral)
-            ancestral_step(s, sig[i + 1], &target, &up);
-        on_step(r, i, ns - 1, s, x, den);
-        if (target == 0.0f) {
-            euler_update(x, den, s, target - s, n);
-            continue;
-        }
-        float mid = expf(lerp_half(logf(s), logf(target)));
-        float dt1 = mid - s, dt2 = target - s;
-        for (size_t k = 0; k < n; k++)
-            x2[k] = x[k] + (x[k] - den[k]) / s * dt1;
-        if ((rc = call_model(r, x2, mid, den2)))
-            break;
-        for (size_t k = 0; k < n; k++) {
-            float d2 = (x2[k] - den2[k]) / mid;
-            x[k] = x[k] + d2 * dt2;
-        }
-        if (ancestral) {
-            if ((rc = draw_noise(r, noise)))
-                break;
-            add_noise(x, noise, up, n);
-        }
-    }
-out:
-    free(den);
-    free(den2);
-    free(x2);
-    free(noise);
-    return rc;
-}
-
-static int sample_lms(const run *r, const float *sig, int ns, float *x)
-{
-    enum { ORDER = 4 };
-    size_t n = r->n;
-    float *den = alloc_f(n), *ds[ORDER] = {0};
-    int rc = 0, have = 0;
-    if (!den) {
-        rc = fail(r->err, r->errlen, -1, "out of memory");
-        goto out;
-    }
-    for (int k = 0; k < ORDER; k++)
-        if (!(ds[k] = alloc_f(n))) {
+    for (int b = 0; b < nbufs && rc == 0; b++)
+        if (!(buf[b] = alloc_f(r->n)))
             rc = fail(r->err, r->errlen, -1, "out of memory");
-            goto out;
-        }
-    for (int i = 0; i < ns - 1; i++) {
-        float s = sig[i];
-        if ((rc = call_model(r, x, s, den)))
+    for (int i = 0; i < ns - 1 && rc == 0; i++) {
+        if ((rc = call_model(r, x, sig[i], buf[0])))
             break;
-        /* ds[0] newest: rotate the ring so the oldest buffer is reused. */
-        float *oldest = ds[ORDER - 1];
-        memmove(&ds[1], &ds[0], sizeof(float *) * (ORDER - 1));
-        ds[0] = oldest;
-        for (size_t k = 0; k < n; k++)
-            ds[0][k] = (x[k] - den[k]) / s;
-        if (have < ORDER)
-            have++;
-        on_step(r, i, ns - 1, s, x, den);
-        if (r->o->conventions == SD_CONV_COMFYUI && sig[i + 1] == 0.0f) {
-            memcpy(x, den, sizeof(float) * n);
-            continue;
-        }
-        int order = i + 1 < ORDER ? i + 1 : ORDER;
-        float c[ORDER];
-        for (int j = 0; j < order; j++)
-            c[j] = (float)sd_lms_coeff(order, sig, i, j);
-        for (size_t k = 0; k < n; k++) {
-            float acc = c[0] * ds[0][k];
-            for (int j = 1; j < order; j++)
-                acc = acc + c[j] * ds[j][k];
-            x[k] = x[k] + acc;
-        }
+        on_step(r, i, ns - 1, sig[i], x, buf[0]);
+        rc = step(r, sig, i, x, buf);
     }
-out:
-    free(den);
-    for (int k = 0; k < ORDER; k++)
-        free(ds[k]);
+    for (int b = 0; b < nbufs; b++)
+        free(buf[b]);
     return rc;
+}
+
+/* euler, ddim, dpmsolver: x += d (s' - s). */
+static int step_euler(const run *r, const float *sig, int i, float *x, float **buf)
+{
+    euler_update(x, buf[0], sig[i], sig[i + 1] - sig[i], r->n);
+    return 0;
+}
+
+/* buf: den, noise */
+static int step_euler_a(const run *r, const float *sig, int i, float *x, float **buf)
+{
+    float *den = buf[0], *noise = buf[1];
+    float down, up;
+    ancestral_step(sig[i], sig[i + 1], &down, &up);
+    if (r->o->conventions == SD_CONV_COMFYUI && down == 0.0f) {
+        memcpy(x, den, sizeof(float) * r->n);
+        return 0;
+    }
+    euler_update(x, den, sig[i], down - sig[i], r->n);
+    if (sig[i + 1] > 0.0f) {
+        int rc = draw_noise(r, noise);
+        if (rc)
+            return rc;
+        add_noise(x, noise, up, r->n);
+    }
+    return 0;
+}
+
+/* The second-order samplers' probe: an Euler step of dt from (x, sigma s)
+ * into x2, and the model's estimate there (at sigma s2) into den2. */
+static int euler_probe(const run *r, const float *x, const float *den, float s, float dt,
+                       float *x2, float s2, float *den2)
+{
+    for (size_t k = 0; k < r->n; k++)
+        x2[k] = x[k] + (x[k] - den[k]) / s * dt;
+    return call_model(r, x2, s2, den2);
+}
+
+/* buf: den, den2, x2 */
+static int step_heun(const run *r, const float *sig, int i, float *x, float **buf)
+{
+    size_t n = r->n;
+    float *den = buf[0], *den2 = buf[1], *x2 = buf[2];
+    float s = sig[i], sn = sig[i + 1], dt = sn - s;
+    if (sn == 0.0f) {
+        euler_update(x, den, s, dt, n);
+        return 0;
+    }
+    int rc = euler_probe(r, x, den, s, dt, x2, sn, den2);
+    if (rc)
+        return rc;
+    for (size_t k = 0; k < n; k++) {
+        float d = (x[k] - den[k]) / s;
+        float d2 = (x2[k] - den2[k]) / sn;
+        x[k] = x[k] + (d + d2) / 2.0f * dt;
+    }
+    return 0;
+}
+
+/* dpm_2 and dpm_2_a (ancestral: target sigma_down, then noise).
+ * buf: den, den2, x2, noise */
+static int step_dpm_2_either(const run *r, const float *sig, int i, float *x, float **buf,
+                             bool ancestral)
+{
+    size_t n = r->n;
+    float *den = buf[0], *den2 = buf[1], *x2 = buf[2], *noise = buf[3];
+    float s = sig[i], target = sig[i + 1], up = 0.0f;
+    if (ancestral)
+        ancestral_step(s, sig[i + 1], &target, &up);
+    if (target == 0.0f) {
+        euler_update(x, den, s, target - s, n);
+        return 0;
+    }
+    float mid = expf(lerp_half(logf(s), logf(target)));
+    float dt1 = mid - s, dt2 = target - s;
+    int rc = euler_probe(r, x, den, s, dt1, x2, mid, den2);
+    if (rc)
+        return rc;
+    for (size_t k = 0; k < n; k++) {
+        float d2 = (x2[k] - den2[k]) / mid;
+        x[k] = x[k] + d2 * dt2;
+    }
+    if (ancestral) {
+        if ((rc = draw_noise(r, noise)))
+            return rc;
+        add_noise(x, noise, up, n);
+    }
+    return 0;
+}
+
+static int step_dpm_2(const run *r, const float *sig, int i, float *x, float **buf)
+{
+    return step_dpm_2_either(r, sig, i, x, buf, false);
+}
+
+static int step_dpm_2_a(const run *r, const float *sig, int i, float *x, float **buf)
+{
+    return step_dpm_2_either(r, sig, i, x, buf, true);
+}
+
+/* buf: den, then the ORDER derivatives, newest first (a ring of pointers). */
+enum { LMS_ORDER = 4 };
+_Static_assert(1 + LMS_ORDER <= MAX_STEP_BUFS, "k_lms needs den + LMS_ORDER buffers");
+static int step_lms(const run *r, const float *sig, int i, float *x, float **buf)
+{
+    size_t n = r->n;
+    float *den = buf[0], **ds = buf + 1;
+    float s = sig[i];
+    /* ds[0] newest: rotate the ring so the oldest buffer is reused. */
+    float *oldest = ds[LMS_ORDER - 1];
+    memmove(&ds[1], &ds[0], sizeof(float *) * (LMS_ORDER - 1));
+    ds[0] = oldest;
+    for (size_t k = 0; k < n; k++)
+        ds[0][k] = (x[k] - den[k]) / s;
+    if (r->o->conventions == SD_CONV_COMFYUI && sig[i + 1] == 0.0f) {
+        memcpy(x, den, sizeof(float) * n);
+        return 0;
+    }
+    int order = i + 1 < LMS_ORDER ? i + 1 : LMS_ORDER;
+    float c[LMS_ORDER];
+    for (int j = 0; j < order; j++)
+        c[j] = (float)sd_lms_coeff(order, sig, i, j);
+    for (size_t k = 0; k < n; k++) {
+        float acc = c[0] * ds[0][k];
+        for (int j = 1; j < order; j++)
+            acc = acc + c[j] * ds[j][k];
+        x[k] = x[k] + acc;
+    }
+    return 0;
 }
 
 static float t_of(float sigma) { return -logf(sigma); }
 static float sigma_of(float t) { return expf(-t); }
 
-static int sample_dpmpp_2m(const run *r, const float *sig, int ns, float *x)
+/* buf: den, the previous step's den (swapped after each step). */
+static int step_dpmpp_2m(const run *r, const float *sig, int i, float *x, float **buf)
 {
     size_t n = r->n;
-    float *den = alloc_f(n), *old = alloc_f(n);
-    int rc = 0;
-    bool have_old = false;
-    if (!den || !old) {
-        rc = fail(r->err, r->errlen, -1, "out of memory");
-        goto out;
-    }
-    for (int i = 0; i < ns - 1; i++) {
-        if ((rc = call_model(r, x, sig[i], den)))
-            break;
-        on_step(r, i, ns - 1, sig[i], x, den);
-        float t = t_of(sig[i]), tn = t_of(sig[i + 1]);
-        float h = tn - t;
-        float ratio = sigma_of(tn) / sigma_of(t);
-        float em1 = expm1f(-h);
-        if (!have_old || sig[i + 1] == 0.0f) {
-            for (size_t k = 0; k < n; k++)
-                x[k] = ratio * x[k] - em1 * den[k];
-        } else {
-            float h_last = t - t_of(sig[i - 1]);
-            float rr = h_last / h;
-            float inv2r = 1.0f / (2.0f * rr);
-            float c_new = 1.0f + inv2r;
-            for (size_t k = 0; k < n; k++) {
-                float dd = c_new * den[k] - inv2r * old[k];
-                x[k] = ratio * x[k] - em1 * dd;
-            }
+    float *den = buf[0], *old = buf[1];
+    float t = t_of(sig[i]), tn = t_of(sig[i + 1]);
+    float h = tn - t;
+    float ratio = sigma_of(tn) / sigma_of(t);
+    float em1 = expm1f(-h);
+    if (i == 0 || sig[i + 1] == 0.0f) {   /* no previous step yet, or the last */
+        for (size_t k = 0; k < n; k++)
+            x[k] = ratio * x[k] - em1 * den[k];
+    } else {
+        float h_last = t - t_of(sig[i - 1]);
+        float rr = h_last / h;
+        float inv2r = 1.0f / (2.0f * rr);
+        float c_new = 1.0f + inv2r;
+        for (size_t k = 0; k < n; k++) {
+            float dd = c_new * den[k] - inv2r * old[k];
+            x[k] = ratio * x[k] - em1 * dd;
         }
-        float *tmp = old;
-        old = den;
-        den = tmp;
-        have_old = true;
     }
-out:
-    free(den);
-    free(old);
-    return rc;
+    buf[0] = old;
+    buf[1] = den;
+    return 0;
 }
 
-static int sample_dpmpp_2s_a(const run *r, const float *sig, int ns, float *x)
+/* buf: den, den2, x2, noise */
+static int step_dpmpp_2s_a(const run *r, const float *sig, int i, float *x, float **buf)
 {
     size_t n = r->n;
-    float *den = alloc_f(n), *den2 = alloc_f(n), *x2 = alloc_f(n), *noise = alloc_f(n);
-    int rc = 0;
-    if (!den || !den2 || !x2 || !noise) {
-        rc = fail(r->err, r->errlen, -1, "out of memory");
-        goto out;
+    float *den = buf[0], *den2 = buf[1], *x2 = buf[2], *noise = buf[3];
+    float s = sig[i];
+    float down, up;
+    int rc;
+    ancestral_step(s, sig[i + 1], &down, &up);
+    if (down == 0.0f) {
+        euler_update(x, den, s, down - s, n);
+    } else {
+        float t = t_of(s), tn = t_of(down);
+        float h = tn - t;
+        float st = t + 0.5f * h;
+        float r1 = sigma_of(st) / sigma_of(t), e1 = expm1f(-h * 0.5f);
+        for (size_t k = 0; k < n; k++)
+            x2[k] = r1 * x[k] - e1 * den[k];
+        if ((rc = call_model(r, x2, sigma_of(st), den2)))
+            return rc;
+        float r2 = sigma_of(tn) / sigma_of(t), e2 = expm1f(-h);
+        for (size_t k = 0; k < n; k++)
+            x[k] = r2 * x[k] - e2 * den2[k];
     }
-    for (int i = 0; i < ns - 1; i++) {
-        float s = sig[i];
-        if ((rc = call_model(r, x, s, den)))
-            break;
-        float down, up;
-        ancestral_step(s, sig[i + 1], &down, &up);
-        on_step(r, i, ns - 1, s, x, den);
-        if (down == 0.0f) {
-            euler_update(x, den, s, down - s, n);
-        } else {
-            float t = t_of(s), tn = t_of(down);
-            float h = tn - t;
-            float st = t + 0.5f * h;
-            float r1 = sigma_of(st) / sigma_of(t), e1 = expm1f(-h * 0.5f);
-            for (size_t k = 0; k < n; k++)
-                x2[k] = r1 * x[k] - e1 * den[k];
-            if ((rc = call_model(r, x2, sigma_of(st), den2)))
-                break;
-            float r2 = sigma_of(tn) / sigma_of(t), e2 = expm1f(-h);
-            for (size_t k = 0; k < n; k++)
-                x[k] = r2 * x[k] - e2 * den2[k];
-        }
-        if (sig[i + 1] > 0.0f) {
-            if ((rc = draw_noise(r, noise)))
-                break;
-            add_noise(x, noise, up, n);
-        }
+    if (sig[i + 1] > 0.0f) {
+        if ((rc = draw_noise(r, noise)))
+            return rc;
+        add_noise(x, noise, up, n);
     }
-out:
-    free(den);
-    free(den2);
-    free(x2);
-    free(noise);
-    return rc;
+    return 0;
 }
 
 /* DPM-Solver++ (stochastic), r = 1/2, eta = 1. The two Brownian queries of
  * a step share their start (sigma_i): W(sigma_i -> sigma_mid) = sqrt(L1) z1
  * and W(sigma_i -> sigma_next) = that + sqrt(L2 - L1) z2, each divided by
- * the square root of its interval length. */
-static int sample_dpmpp_sde(const run *r, const float *sig, int ns, float *x)
+ * the square root of its interval length. buf: den, den2, x2, z1, z2 */
+static int step_dpmpp_sde(const run *r, const float *sig, int i, float *x, float **buf)
 {
     size_t n = r->n;
-    float *den = alloc_f(n), *den2 = alloc_f(n), *x2 = alloc_f(n), *z1 = alloc_f(n),
-          *z2 = alloc_f(n);
-    int rc = 0;
-    if (!den || !den2 || !x2 || !z1 || !z2) {
-        rc = fail(r->err, r->errlen, -1, "out of memory");
-        goto out;
+    float *den = buf[0], *den2 = buf[1], *x2 = buf[2], *z1 = buf[3], *z2 = buf[4];
+    float s = sig[i], sn = sig[i + 1];
+    int rc;
+    if (sn == 0.0f) {
+        if (r->o->conventions == SD_CONV_COMFYUI)
+            memcpy(x, den, sizeof(float) * n);
+        else
+            euler_update(x, den, s, sn - s, n);
+        return 0;
     }
-    for (int i = 0; i < ns - 1; i++) {
-        float s = sig[i], sn = sig[i + 1];
-        if ((rc = call_model(r, x, s, den)))
-            break;
-        on_step(r, i, ns - 1, s, x, den);
-        if (sn == 0.0f) {
-            if (r->o->conventions == SD_CONV_COMFYUI)
-                memcpy(x, den, sizeof(float) * n);
-            else
-                euler_update(x, den, s, sn - s, n);
-            continue;
-        }
-        float t = t_of(s), tn = t_of(sn);
-        float h = tn - t;
-        float tm = t + h * 0.5f;
-        float s_mid = sigma_of(tm);
-        if ((rc = draw_noise(r, z1)) || (rc = draw_noise(r, z2)))
-            break;
-        double l1 = fabs((double)s - (double)s_mid), l2 = fabs((double)s - (double)sn);
-        float a = l2 > 0 ? (float)sqrt(l1 / l2) : 0.0f;
-        float b = l2 > 0 ? (float)sqrt(fmax(l2 - l1, 0.0) / l2) : 0.0f;
+    float t = t_of(s), tn = t_of(sn);
+    float h = tn - t;
+    float tm = t + h * 0.5f;
+    float s_mid = sigma_of(tm);
+    if ((rc = draw_noise(r, z1)) || (rc = draw_noise(r, z2)))
+        return rc;
+    double l1 = fabs((double)s - (double)s_mid), l2 = fabs((double)s - (double)sn);
+    float a = l2 > 0 ? (float)sqrt(l1 / l2) : 0.0f;
+    float b = l2 > 0 ? (float)sqrt(fmax(l2 - l1, 0.0) / l2) : 0.0f;
 
-        /* stage 1: to sigma_mid */
-        float sd, su;
-        ancestral_step(sigma_of(t), s_mid, &sd, &su);
-        float t_ = t_of(sd);
-        float c1 = sigma_of(t_) / sigma_of(t), e1 = expm1f(t - t_);
-        for (size_t k = 0; k < n; k++)
-            x2[k] = c1 * x[k] - e1 * den[k] + z1[k] * su;
-        if ((rc = call_model(r, x2, s_mid, den2)))
-            break;
+    /* stage 1: to sigma_mid */
+    float sd, su;
+    ancestral_step(sigma_of(t), s_mid, &sd, &su);
+    float t_ = t_of(sd);
+    float c1 = sigma_of(t_) / sigma_of(t), e1 = expm1f(t - t_);
+    for (size_t k = 0; k < n; k++)
+        x2[k] = c1 * x[k] - e1 * den[k] + z1[k] * su;
+    if ((rc = call_model(r, x2, s_mid, den2)))
+        return rc;
 
-        /* stage 2: to sigma_next with D_d = D2 (fac = 1) */
-        ancestral_step(sigma_of(t), sigma_of(tn), &sd, &su);
-        float tn_ = t_of(sd);
-        float c2 = sigma_of(tn_) / sigma_of(t), e2 = expm1f(t - tn_);
-        for (size_t k = 0; k < n; k++) {
-            float dd = 0.0f * den[k] + 1.0f * den2[k];
-            float w = a * z1[k] + b * z2[k];
-            x[k] = c2 * x[k] - e2 * dd + w * su;
-        }
+    /* stage 2: to sigma_next with D_d = D2 (fac = 1) */
+    ancestral_step(sigma_of(t), sigma_of(tn), &sd, &su);
+    float tn_ = t_of(sd);
+    float c2 = sigma_of(tn_) / sigma_of(t), e2 = expm1f(t - tn_);
+    for (size_t k = 0; k < n; k++) {
+        float dd = 0.0f * den[k] + 1.0f * den2[k];
+        float w = a * z1[k] + b * z2[k];
+        x[k] = c2 * x[k] - e2 * dd + w * su;
     }
-out:
-    free(den);
-    free(den2);
-    free(x2);
-    free(z1);
-    free(z2);
-    return rc;
+    return 0;
 }
 
-static int sample_lcm(const run *r, const float *sig, int ns, float *x)
+/* buf: den, noise */
+static int step_lcm(const run *r, const float *sig, int i, float *x, float **buf)
 {
-    float *den = alloc_f(r->n), *noise = alloc_f(r->n);
-    int rc = 0;
-    if (!den || !noise) {
-        rc = fail(r->err, r->errlen, -1, "out of memory");
-        goto out;
+    float *den = buf[0], *noise = buf[1];
+    memcpy(x, den, sizeof(float) * r->n);
+    if (sig[i + 1] > 0.0f) {
+        int rc = draw_noise(r, noise);
+        if (rc)
+            return rc;
+        for (size_t k = 0; k < r->n; k++)
+            x[k] = noise[k] * sig[i + 1] + x[k];
     }
-    for (int i = 0; i < ns - 1; i++) {
-        if ((rc = call_model(r, x, sig[i], den)))
-            break;
-        on_step(r, i, ns - 1, sig[i], x, den);
-        memcpy(x, den, sizeof(float) * r->n);
-        if (sig[i + 1] > 0.0f) {
-            if ((rc = draw_noise(r, noise)))
-                break;
-            for (size_t k = 0; k < r->n; k++)
-                x[k] = noise[k] * sig[i + 1] + x[k];
-        }
-    }
-out:
-    free(den);
-    free(noise);
-    return rc;
+    return 0;
 }
 
 /* ---- DPM-Solver (k_dpm_fast, k_dpm_adaptive), eta 0 ------------------------ */
@@ -922,29 +845,29 @@ int sd_sample(sd_sampler s, const sd_sample_opts *o, const float *sigmas, int n_
     switch (s) {
     case SD_SAMPLER_EULER:
     case SD_SAMPLER_DDIM:
-        return sample_euler(&r, sigmas, n_sigmas, x);
+        return sample_steps(&r, sigmas, n_sigmas, x, 1, step_euler);
     case SD_SAMPLER_EULER_A:
-        return sample_euler_a(&r, sigmas, n_sigmas, x);
+        return sample_steps(&r, sigmas, n_sigmas, x, 2, step_euler_a);
     case SD_SAMPLER_HEUN:
-        return sample_heun(&r, sigmas, n_sigmas, x);
+        return sample_steps(&r, sigmas, n_sigmas, x, 3, step_heun);
     case SD_SAMPLER_DPM_2:
-        return sample_dpm_2(&r, sigmas, n_sigmas, x, false);
+        return sample_steps(&r, sigmas, n_sigmas, x, 4, step_dpm_2);
     case SD_SAMPLER_DPM_2_A:
-        return sample_dpm_2(&r, sigmas, n_sigmas, x, true);
+        return sample_steps(&r, sigmas, n_sigmas, x, 4, step_dpm_2_a);
     case SD_SAMPLER_LMS:
-        return sample_lms(&r, sigmas, n_sigmas, x);
+        return sample_steps(&r, sigmas, n_sigmas, x, 1 + LMS_ORDER, step_lms);
     case SD_SAMPLER_DPMPP_2M:
-        return sample_dpmpp_2m(&r, sigmas, n_sigmas, x);
+        return sample_steps(&r, sigmas, n_sigmas, x, 2, step_dpmpp_2m);
     case SD_SAMPLER_DPMPP_2S_A:
-        return sample_dpmpp_2s_a(&r, sigmas, n_sigmas, x);
+        return sample_steps(&r, sigmas, n_sigmas, x, 4, step_dpmpp_2s_a);
     case SD_SAMPLER_DPMPP_SDE:
-        return sample_dpmpp_sde(&r, sigmas, n_sigmas, x);
+        return sample_steps(&r, sigmas, n_sigmas, x, 5, step_dpmpp_sde);
     case SD_SAMPLER_DPM_FAST:
         return sample_dpm_fast(&r, sigmas, n_sigmas, x);
     case SD_SAMPLER_DPM_ADAPTIVE:
         return sample_dpm_adaptive(&r, sigmas, n_sigmas, x);
     case SD_SAMPLER_LCM:
-        return sample_lcm(&r, sigmas, n_sigmas, x);
+        return sample_steps(&r, sigmas, n_sigmas, x, 2, step_lcm);
     default:
         return fail(err, errlen, -1, "sd_sample: unknown sampler %d", (int)s);
     }

@@ -257,28 +257,54 @@ void sd_vae_set_circular(sd_vae *v, bool circular) { v->circular = circular; }
         h = nx;                         \
     } while (0)
 
-static int res_forward(sd_vae *v, const vres_w *r, const sd_tensor *x, sd_tensor *out)
+/* A ResnetBlock that consumes its input: x is freed (or becomes out) on
+ * every path, so no more than three tensors of the block's size are ever
+ * live. At 512x512 these are 128-256 channels of float32 at full size
+ * (128-256 MB each) and set the decoder's peak (docs/BENCHMARKS.md):
+ *  - with a nin_shortcut, x is dead once the shortcut and conv1 have read
+ *    it, so GroupNorm+SiLU runs on x in place: x, out, t2 live (was x, t,
+ *    t2 with t as large as x: 640 -> 512 MB at the 256 -> 128 block);
+ *  - without one, x is the residual and conv2 adds into it in place (ops.h:
+ *    out may alias residual), so no fourth tensor appears after conv1.
+ * The same ops on the same values as the out-of-place code (only the
+ * shortcut now runs before GroupNorm): bit for bit the same results
+ * (tests/test_cuda_engine.c, test_vae_nin_decode_memory). */
+static int res_forward(sd_vae *v, const vres_w *r, sd_tensor *x, sd_tensor *out)
 {
     sd_backend *be = v->be;
     sd_conv_params c3 = sd_conv_same(3, 1, v->circular), c1 = sd_conv_same(1, 1, false);
     sd_tensor t = { 0 }, t2 = { 0 };
     int rc = -1;
-    if (sd_tensor_new(be, &t, x->n, x->h, x->w, r->cin) ||
-        sd_group_norm(be, x, GN_GROUPS, GN_EPS, r->norm1.w, r->norm1.b, true, &t) ||
-        sd_tensor_new(be, &t2, x->n, x->h, x->w, r->cout) ||
-        sd_conv2d(be, &t, r->conv1.w, r->conv1.b, &c3, NULL, &t2))
-        goto done;
-    sd_tensor_free(be, &t);
-    if (sd_group_norm(be, &t2, GN_GROUPS, GN_EPS, r->norm2.w, r->norm2.b, true, &t2)) goto done;
-    /* the shortcut goes straight into out, which conv2 then adds to in place
-     * (saves one full-size tensor: 134 MB at 512x512) */
-    if (sd_tensor_new(be, out, x->n, x->h, x->w, r->cout)) goto done;
-    if (r->nin.w && sd_conv2d(be, x, r->nin.w, r->nin.b, &c1, NULL, out)) goto done;
-    if (sd_conv2d(be, &t2, r->conv2.w, r->conv2.b, &c3, r->nin.w ? out : x, out)) goto done;
+    memset(out, 0, sizeof *out);
+    if (r->nin.w) {
+        if (sd_tensor_new(be, out, x->n, x->h, x->w, r->cout) ||
+            sd_conv2d(be, x, r->nin.w, r->nin.b, &c1, NULL, out) ||
+            sd_group_norm(be, x, GN_GROUPS, GN_EPS, r->norm1.w, r->norm1.b, true, x) ||
+            sd_tensor_new(be, &t2, x->n, x->h, x->w, r->cout) ||
+            sd_conv2d(be, x, r->conv1.w, r->conv1.b, &c3, NULL, &t2))
+            goto done;
+        sd_tensor_free(be, x);
+        if (sd_group_norm(be, &t2, GN_GROUPS, GN_EPS, r->norm2.w, r->norm2.b, true, &t2) ||
+            sd_conv2d(be, &t2, r->conv2.w, r->conv2.b, &c3, out, out))
+            goto done;
+    } else {
+        if (sd_tensor_new(be, &t, x->n, x->h, x->w, r->cin) ||
+            sd_group_norm(be, x, GN_GROUPS, GN_EPS, r->norm1.w, r->norm1.b, true, &t) ||
+            sd_tensor_new(be, &t2, x->n, x->h, x->w, r->cout) ||
+            sd_conv2d(be, &t, r->conv1.w, r->conv1.b, &c3, NULL, &t2))
+            goto done;
+        sd_tensor_free(be, &t);
+        if (sd_group_norm(be, &t2, GN_GROUPS, GN_EPS, r->norm2.w, r->norm2.b, true, &t2) ||
+            sd_conv2d(be, &t2, r->conv2.w, r->conv2.b, &c3, x, x))
+            goto done;
+        *out = *x;               /* x became the block's output */
+        memset(x, 0, sizeof *x);
+    }
     rc = 0;
 done:
     sd_tensor_free(be, &t);
     sd_tensor_free(be, &t2);
+    sd_tensor_free(be, x);
     if (rc) sd_tensor_free(be, out);
     return rc;
 }

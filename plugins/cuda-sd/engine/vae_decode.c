@@ -9,10 +9,11 @@
 
 #include "backend/cuda_backend.h"
 
-/* Device bytes a whole decode needs per output pixel, roughly: the last two
- * levels hold several 256/128-channel float32 maps at full size (SD1.5 at
- * 512x512 peaks near 0.9 GB of activations). */
-#define VAE_BYTES_PER_PIXEL 3584ULL
+/* Device bytes a whole decode needs per output pixel, roughly: the last
+ * level holds up to three 256/128-channel float32 maps at full size (SD1.5
+ * at 512x512: 512 MB of activations, vae.c's res_forward) plus the bounded
+ * scratch and a margin for the pool's rounding. */
+#define VAE_BYTES_PER_PIXEL 2560ULL
 
 int sd_vae_tile_starts(int n, int t, int o, int *starts, int max)
 {

@@ -690,6 +690,60 @@ static int add_one(void *ud)
     return 0;
 }
 
+/* A conv whose patch matrix does not fit the workspace runs in slices of
+ * output rows: the same output as in one slice (the default 128 MB), with
+ * slices that do not divide the rows (13x11 = 143 output rows; 10 rows a
+ * slice for fp16 patches, 5 for float32 ones: 14 + 3 and 28 + 3), for the
+ * fp16 (UNet-named) and TF32/F32 (VAE-named) weights, with bias and
+ * residual. Not bit for bit: one slice adds bias and residual in another
+ * order (or the GEMM's epilogue does); within float32 rounding. */
+static void test_conv_slices_equal_one_slice(void **state)
+{
+    fixture *f = *state;
+    NEED_CUDA(f);
+    const int H = 13, W = 11, C = 24, CO = 20;
+    const size_t K = (size_t)9 * C, nout = (size_t)H * W * CO;
+    const char *names[2] = { "model.diffusion_model.input_blocks.1.0.in_layers.2.weight",
+                             "first_stage_model.decoder.up.0.block.1.conv1.weight" };
+    sd_conv_params p = { 1, 1, 1, 1, 1, SD_PAD_ZEROS };
+    float *xin = rand_vec((size_t)H * W * C, 1.0f), *res = rand_vec(nout, 1.0f);
+    for (int wi = 0; wi < 2; wi++) {
+        int64_t shape[4] = { CO, C, 3, 3 };
+        test_weight *w = weight_new(names[wi], SD_DTYPE_F16, 4, shape, 0.2f);
+        test_weight *b = weight_1d("bias", SD_DTYPE_F32, CO, 0.5f);
+        for (int pi = 0; pi < N_PREC; pi++) {
+            sd_backend *be = f->cuda[pi];
+            /* 10 rows of fp16 patches, or 5 of float32 ones */
+            const size_t small = K * 2 * 10;
+            float *out[2];
+            for (int sliced = 0; sliced < 2; sliced++) {
+                size_t old = 0;
+                assert_int_equal(sd_backend_cuda_set_workspace_limit(be, sliced ? small : 0, &old), 0);
+                sd_tensor x = tensor_from(be, 1, H, W, C, xin);
+                sd_tensor r = tensor_from(be, 1, H, W, CO, res);
+                sd_tensor o = tensor_from(be, 1, H, W, CO, NULL);
+                if (sd_conv2d(be, &x, &w->info, &b->info, &p, &r, &o))
+                    fail_msg("conv: %s", sd_backend_error(be));
+                out[sliced] = tensor_get(be, &o);
+                sd_tensor_free(be, &x);
+                sd_tensor_free(be, &r);
+                sd_tensor_free(be, &o);
+                assert_int_equal(sd_backend_cuda_set_workspace_limit(be, old, NULL), 0);
+            }
+            char what[200];
+            snprintf(what, sizeof what, "%s conv %s in %zu-byte slices vs one slice (%s)", f->label,
+                     wi ? "VAE" : "UNet", small, prec_name(pi));
+            check_close(out[1], out[0], nout, 1e-5, what);
+            free(out[0]);
+            free(out[1]);
+        }
+        weight_free(w);
+        weight_free(b);
+    }
+    free(xin);
+    free(res);
+}
+
 static void test_workspace_limit_and_graph_switch(void **state)
 {
     fixture *f = *state;
@@ -805,6 +859,7 @@ static void test_weight_budget_and_drop(void **state)
         cmocka_unit_test(test_layouts), cmocka_unit_test(test_shape_errors),                 \
         cmocka_unit_test(test_weight_cache_refresh), cmocka_unit_test(test_memory_stats),      \
         cmocka_unit_test(test_weight_budget_and_drop),                                        \
+        cmocka_unit_test(test_conv_slices_equal_one_slice),                                   \
         cmocka_unit_test(test_workspace_limit_and_graph_switch)
 
 int main(void)

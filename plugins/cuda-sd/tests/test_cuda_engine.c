@@ -7,16 +7,21 @@
  *     tile covers it) and its NaN check (an fp16 overflow redone in a
  *     stricter precision);
  *   - the model cache: several models through a small VRAM budget, outputs
- *     unchanged after their weights were evicted and swapped in again.
+ *     unchanged after their weights were evicted and swapped in again;
+ *   - a VAE decoder with a nin_shortcut block: bit-equal to an op-by-op
+ *     reference, and its peak device memory (exact in the emulation)
+ *     within four full-size maps plus the scratch cap.
  * Groups and skipping as in cuda_fixture.h.
  */
 #include "cuda_fixture.h"
 #include "golden.h"
+#include "model_writers.h"
 
 #include <math.h>
 
 #include "backend/cuda_backend.h"
 #include "engine/model_cache.h"
+#include "engine/net_common.h"
 #include "engine/pipeline.h"
 #include "engine/unet.h"
 #include "engine/vae.h"
@@ -693,11 +698,278 @@ static void test_pipeline_offload(void **state)
         for (int i = 0; i < 2; i++) sd_image_free(&r[level].img[i]);
 }
 
+/* ---- VAE decode with a nin_shortcut block: exact result, bounded memory ------------- */
+
+/* A decoder with the shape of the real one's last levels (the tiny golden
+ * VAE has no nin_shortcut): conv_in 4 -> 64, mid (ResBlock, attention,
+ * ResBlock), up.1 = two 64-channel ResBlocks + upsample, up.0 = a
+ * 64 -> 32 ResBlock with nin_shortcut + a 32-channel one, norm_out, conv_out. */
+enum { NV_C1 = 64, NV_C0 = 32, NV_MAX = 96 };
+
+typedef struct nin_vae_file {
+    char path[64];
+    char names[NV_MAX][96];
+    float *data[NV_MAX];
+    int n;
+    st_entry e[NV_MAX];
+} nin_vae_file;
+
+static void nv_add(nin_vae_file *v, const char *name, int ndim, int64_t d0, int64_t d1, int64_t d2,
+                   int64_t d3, float scale, float offset)
+{
+    assert_true(v->n < NV_MAX);
+    st_entry *e = &v->e[v->n];
+    snprintf(v->names[v->n], sizeof v->names[0], "first_stage_model.%s", name);
+    int64_t dims[4] = { d0, d1, d2, d3 }, numel = 1;
+    for (int i = 0; i < ndim; i++) {
+        e->shape[i] = dims[i];
+        numel *= dims[i];
+    }
+    float *d = rand_vec((size_t)numel, scale);
+    for (int64_t i = 0; i < numel; i++) d[i] += offset;
+    v->data[v->n] = d;
+    e->name = v->names[v->n];
+    e->dtype = "F32";
+    e->ndim = ndim;
+    e->data = d;
+    e->nbytes = (size_t)numel * sizeof(float);
+    v->n++;
+}
+
+static void nv_conv(nin_vae_file *v, const char *name, int cout, int cin, int k)
+{
+    char n[96];
+    snprintf(n, sizeof n, "%s.weight", name);
+    nv_add(v, n, 4, cout, cin, k, k, 1.0f / sqrtf((float)(cin * k * k)), 0.0f);
+    snprintf(n, sizeof n, "%s.bias", name);
+    nv_add(v, n, 1, cout, 1, 1, 1, 0.1f, 0.0f);
+}
+
+static void nv_norm(nin_vae_file *v, const char *name, int c)
+{
+    char n[96];
+    snprintf(n, sizeof n, "%s.weight", name);
+    nv_add(v, n, 1, c, 1, 1, 1, 0.2f, 1.0f);
+    snprintf(n, sizeof n, "%s.bias", name);
+    nv_add(v, n, 1, c, 1, 1, 1, 0.1f, 0.0f);
+}
+
+static void nv_res(nin_vae_file *v, const char *base, int cin, int cout)
+{
+    char n[96];
+    snprintf(n, sizeof n, "%s.norm1", base);
+    nv_norm(v, n, cin);
+    snprintf(n, sizeof n, "%s.conv1", base);
+    nv_conv(v, n, cout, cin, 3);
+    snprintf(n, sizeof n, "%s.norm2", base);
+    nv_norm(v, n, cout);
+    snprintf(n, sizeof n, "%s.conv2", base);
+    nv_conv(v, n, cout, cout, 3);
+    if (cin != cout) {
+        snprintf(n, sizeof n, "%s.nin_shortcut", base);
+        nv_conv(v, n, cout, cin, 1);
+    }
+}
+
+static sd_model_file *nin_vae_open(nin_vae_file *v)
+{
+    memset(v, 0, sizeof *v);
+    rng_state = 77;
+    nv_conv(v, "post_quant_conv", 4, 4, 1);
+    nv_conv(v, "decoder.conv_in", NV_C1, 4, 3);
+    nv_res(v, "decoder.mid.block_1", NV_C1, NV_C1);
+    nv_norm(v, "decoder.mid.attn_1.norm", NV_C1);
+    nv_conv(v, "decoder.mid.attn_1.q", NV_C1, NV_C1, 1);
+    nv_conv(v, "decoder.mid.attn_1.k", NV_C1, NV_C1, 1);
+    nv_conv(v, "decoder.mid.attn_1.v", NV_C1, NV_C1, 1);
+    nv_conv(v, "decoder.mid.attn_1.proj_out", NV_C1, NV_C1, 1);
+    nv_res(v, "decoder.mid.block_2", NV_C1, NV_C1);
+    nv_res(v, "decoder.up.1.block.0", NV_C1, NV_C1);
+    nv_res(v, "decoder.up.1.block.1", NV_C1, NV_C1);
+    nv_conv(v, "decoder.up.1.upsample.conv", NV_C1, NV_C1, 3);
+    nv_res(v, "decoder.up.0.block.0", NV_C1, NV_C0);
+    nv_res(v, "decoder.up.0.block.1", NV_C0, NV_C0);
+    nv_norm(v, "decoder.norm_out", NV_C0);
+    nv_conv(v, "decoder.conv_out", 3, NV_C0, 3);
+    mw_buf b = { 0 };
+    st_build(&b, v->e, (size_t)v->n, NULL);
+    snprintf(v->path, sizeof v->path, "/tmp/hn-nin-vae-%d.safetensors", (int)getpid());
+    assert_int_equal(mw_write_file(v->path, &b), 0);
+    mw_buf_free(&b);
+    sd_model_file *f = NULL;
+    char err[512];
+    if (sd_model_file_open(v->path, &f, err, sizeof err)) fail_msg("nin VAE: %s", err);
+    return f;
+}
+
+static void nin_vae_close(nin_vae_file *v, sd_model_file *f)
+{
+    sd_model_file_close(f);
+    unlink(v->path);
+    for (int i = 0; i < v->n; i++) free(v->data[i]);
+}
+
+/* The reference: the decoder written out op by op as vae.c did before its
+ * ResnetBlocks consumed their input (GroupNorm out of place, a separate
+ * output tensor). The same ops on the same values: bit-equal expected. */
+static const sd_tensor_info *nv_w(const sd_model_file *f, const char *base, const char *what)
+{
+    char n[160];
+    snprintf(n, sizeof n, "first_stage_model.%s.%s", base, what);
+    const sd_tensor_info *t = sd_model_file_find(f, n);
+    if (!t) fail_msg("no %s", n);
+    return t;
+}
+#define NV_W(base, what) nv_w(f, base, what)
+#define NV_OK(call)                                                          \
+    do {                                                                     \
+        if (call) fail_msg("reference decoder: %s", sd_backend_error(be));   \
+    } while (0)
+
+static sd_tensor nv_ref_res(sd_backend *be, const sd_model_file *f, const char *b, sd_tensor *x,
+                            int cout)
+{
+    sd_conv_params c3 = sd_conv_same(3, 1, false), c1 = sd_conv_same(1, 1, false);
+    sd_tensor t, t2, out;
+    char n[96];
+    NV_OK(sd_tensor_new(be, &t, x->n, x->h, x->w, x->c));
+    NV_OK(sd_group_norm(be, x, 32, 1e-6f, NV_W(b, "norm1.weight"), NV_W(b, "norm1.bias"), true, &t));
+    NV_OK(sd_tensor_new(be, &t2, x->n, x->h, x->w, cout));
+    NV_OK(sd_conv2d(be, &t, NV_W(b, "conv1.weight"), NV_W(b, "conv1.bias"), &c3, NULL, &t2));
+    sd_tensor_free(be, &t);
+    NV_OK(sd_group_norm(be, &t2, 32, 1e-6f, NV_W(b, "norm2.weight"), NV_W(b, "norm2.bias"), true, &t2));
+    NV_OK(sd_tensor_new(be, &out, x->n, x->h, x->w, cout));
+    bool nin = x->c != cout;
+    snprintf(n, sizeof n, "%s.nin_shortcut", b);
+    if (nin) NV_OK(sd_conv2d(be, x, NV_W(n, "weight"), NV_W(n, "bias"), &c1, NULL, &out));
+    NV_OK(sd_conv2d(be, &t2, NV_W(b, "conv2.weight"), NV_W(b, "conv2.bias"), &c3, nin ? &out : x,
+                    &out));
+    sd_tensor_free(be, &t2);
+    sd_tensor_free(be, x);
+    return out;
+}
+
+static void nv_ref_decode(sd_backend *be, const sd_model_file *f, const float *z, int h, int w,
+                          float *img)
+{
+    sd_conv_params c3 = sd_conv_same(3, 1, false), c1 = sd_conv_same(1, 1, false);
+    sd_tensor x, y, q, k, v, o;
+    NV_OK(sd_tensor_new(be, &x, 1, h, w, 4));
+    NV_OK(sd_upload_nchw(be, z, &x));
+    NV_OK(sd_tensor_new(be, &y, 1, h, w, 4));
+    NV_OK(sd_conv2d(be, &x, NV_W("post_quant_conv", "weight"), NV_W("post_quant_conv", "bias"), &c1,
+                    NULL, &y));
+    sd_tensor_free(be, &x);
+    NV_OK(sd_tensor_new(be, &x, 1, h, w, NV_C1));
+    NV_OK(sd_conv2d(be, &y, NV_W("decoder.conv_in", "weight"), NV_W("decoder.conv_in", "bias"), &c3,
+                    NULL, &x));
+    sd_tensor_free(be, &y);
+    x = nv_ref_res(be, f, "decoder.mid.block_1", &x, NV_C1);
+    const char *a = "decoder.mid.attn_1";
+    NV_OK(sd_tensor_new(be, &y, 1, h, w, NV_C1) || sd_tensor_new(be, &q, 1, h, w, NV_C1) ||
+          sd_tensor_new(be, &k, 1, h, w, NV_C1) || sd_tensor_new(be, &v, 1, h, w, NV_C1) ||
+          sd_tensor_new(be, &o, 1, h, w, NV_C1));
+    NV_OK(sd_group_norm(be, &x, 32, 1e-6f, NV_W(a, "norm.weight"), NV_W(a, "norm.bias"), false, &y));
+    NV_OK(sd_linear(be, &y, NV_W(a, "q.weight"), NV_W(a, "q.bias"), NULL, &q));
+    NV_OK(sd_linear(be, &y, NV_W(a, "k.weight"), NV_W(a, "k.bias"), NULL, &k));
+    NV_OK(sd_linear(be, &y, NV_W(a, "v.weight"), NV_W(a, "v.bias"), NULL, &v));
+    NV_OK(sd_attention(be, &q, &k, &v, 1, 0.0f, false, &o));
+    NV_OK(sd_linear(be, &o, NV_W(a, "proj_out.weight"), NV_W(a, "proj_out.bias"), &x, &y));
+    sd_tensor_free(be, &x);
+    sd_tensor_free(be, &q);
+    sd_tensor_free(be, &k);
+    sd_tensor_free(be, &v);
+    sd_tensor_free(be, &o);
+    x = nv_ref_res(be, f, "decoder.mid.block_2", &y, NV_C1);
+    x = nv_ref_res(be, f, "decoder.up.1.block.0", &x, NV_C1);
+    x = nv_ref_res(be, f, "decoder.up.1.block.1", &x, NV_C1);
+    NV_OK(sd_tensor_new(be, &y, 1, 2 * h, 2 * w, NV_C1));
+    NV_OK(sd_upsample_nearest2x(be, &x, &y));
+    sd_tensor_free(be, &x);
+    NV_OK(sd_tensor_new(be, &x, 1, 2 * h, 2 * w, NV_C1));
+    NV_OK(sd_conv2d(be, &y, NV_W("decoder.up.1.upsample.conv", "weight"),
+                    NV_W("decoder.up.1.upsample.conv", "bias"), &c3, NULL, &x));
+    sd_tensor_free(be, &y);
+    x = nv_ref_res(be, f, "decoder.up.0.block.0", &x, NV_C0);
+    x = nv_ref_res(be, f, "decoder.up.0.block.1", &x, NV_C0);
+    NV_OK(sd_group_norm(be, &x, 32, 1e-6f, NV_W("decoder.norm_out", "weight"),
+                        NV_W("decoder.norm_out", "bias"), true, &x));
+    NV_OK(sd_tensor_new(be, &y, 1, 2 * h, 2 * w, 3));
+    NV_OK(sd_conv2d(be, &x, NV_W("decoder.conv_out", "weight"), NV_W("decoder.conv_out", "bias"), &c3,
+                    NULL, &y));
+    NV_OK(sd_download_nchw(be, &y, img));
+    sd_tensor_free(be, &x);
+    sd_tensor_free(be, &y);
+}
+
+/* vae.c's decode equals the op-by-op reference bit for bit on every backend
+ * and precision, and on CUDA (exact peaks in the emulation) its activations
+ * stay within 4 full-size 32-channel maps + the scratch cap: the 64 -> 32
+ * nin block holds x (64), out and t2 (32 each), the upsample its input and
+ * output (64 each). Before, the nin block also held GroupNorm(x) apart
+ * (64 more): 5 maps, which this bound rejects. */
+static void test_vae_nin_decode_memory(void **state)
+{
+    fixture *f = *state;
+    NEED_CUDA(f);
+    nin_vae_file nv;
+    sd_model_file *mf = nin_vae_open(&nv);
+    const int h = 16, w = 16, H = 2 * h, W = 2 * w;
+    const size_t npix = (size_t)3 * H * W;
+    rng_state = 5;
+    float *z = rand_vec((size_t)4 * h * w, 1.0f);
+    float *got = malloc(npix * sizeof(float)), *want = malloc(npix * sizeof(float));
+    assert_true(got && want);
+    sd_backend *bes[1 + N_PREC] = { f->cpu, f->cuda[PREC_AUTO], f->cuda[PREC_F32] };
+    const char *names[1 + N_PREC] = { "cpu", "AUTO", "F32" };
+    const size_t cap = 64 << 10;
+    for (int i = 0; i < 1 + N_PREC; i++) {
+        sd_backend *be = bes[i];
+        bool cuda = sd_backend_is_cuda(be);
+        size_t old_cap = 0;
+        if (cuda) assert_int_equal(sd_backend_cuda_set_workspace_limit(be, cap, &old_cap), 0);
+        sd_family_info fam;
+        memset(&fam, 0, sizeof fam);
+        sd_vae *v = NULL;
+        char err[512];
+        if (sd_vae_create(mf, &fam, be, &v, err, sizeof err)) fail_msg("%s", err);
+        assert_int_equal(sd_vae_downscale(v), 2);
+        nv_ref_decode(be, mf, z, h, w, want);   /* also uploads the weights */
+        sd_cuda_memory m0, m1;
+        if (cuda) assert_int_equal(sd_backend_cuda_memory(be, &m0, true), 0);
+        if (sd_vae_decode(v, z, 1, h, w, got, err, sizeof err)) fail_msg("%s", err);
+        if (cuda) assert_int_equal(sd_backend_cuda_memory(be, &m1, false), 0);
+        char what[128];
+        snprintf(what, sizeof what, "%s %s: nin VAE decode vs the op-by-op reference", f->label,
+                 names[i]);
+        for (size_t j = 0; j < npix; j++)
+            if (memcmp(&got[j], &want[j], sizeof(float)))
+                fail_msg("%s: pixel value %zu differs: %.9g vs %.9g", what, j, got[j], want[j]);
+        assert_true(max_abs(want, npix) > 0.0);
+        if (cuda) {
+            const size_t map32 = (size_t)NV_C0 * H * W * sizeof(float);
+            size_t act = m1.device_used_peak - m0.device_used;
+            print_message("%s %s: decode %dx%d -> %dx%d: activations + scratch peak %zu B "
+                          "(32-channel map %zu B, scratch cap %zu B)\n",
+                          f->label, names[i], w, h, W, H, act, map32, cap);
+            /* 4 maps + the cap + GroupNorm partials and the like (< 1/4 map) */
+            assert_true(act <= 4 * map32 + cap + map32 / 4);
+            assert_true(act >= 4 * map32);   /* the peak was seen at all */
+            assert_int_equal(sd_backend_cuda_set_workspace_limit(be, old_cap, NULL), 0);
+        }
+        sd_vae_destroy(v);
+    }
+    free(z);
+    free(got);
+    free(want);
+    nin_vae_close(&nv, mf);
+}
+
 #define ENGINE_TESTS                                                                         \
     cmocka_unit_test(test_unet_any_latent_size), cmocka_unit_test(test_kv_cache_equals_uncached), \
         cmocka_unit_test(test_vae_tiled_close_to_whole), cmocka_unit_test(test_vae_nan_fallback), \
         cmocka_unit_test(test_model_cache_swaps), cmocka_unit_test(test_pipeline_offload), \
-        cmocka_unit_test(test_unet_graphs_equal_eager)
+        cmocka_unit_test(test_unet_graphs_equal_eager), cmocka_unit_test(test_vae_nin_decode_memory)
 
 static int setup_cpu_only(void **state)
 {

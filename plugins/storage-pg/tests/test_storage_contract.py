@@ -268,6 +268,45 @@ def test_a_transaction_sees_its_own_writes_others_do_not(node):
     assert rows(outside[0]) == [[0]]
 
 
+def quiet(sql, *args):
+    """exec without asking for `changes`: storage-pg queues such statements
+    inside a transaction (pipelining) and reports a failure later."""
+    step = x(sql, *args)
+    step["no_changes"] = True
+    return step
+
+
+def test_statements_without_changes_commit_and_fail_as_one_transaction(node):
+    count = q("SELECT count(*) FROM qn")
+    run(node, migrate("qn", (1, "CREATE TABLE qn (k TEXT PRIMARY KEY)")))
+    # more statements than storage-pg sends in one go (PIPELINE_MAX), a read
+    # of the transaction's own writes in the middle, more after it
+    steps = [{"op": "begin"}] + [quiet("INSERT INTO qn (k) VALUES (?)", "a%d" % i)
+                                 for i in range(300)]
+    steps += [count, quiet("INSERT INTO qn (k) VALUES ('b0')"),
+              quiet("INSERT INTO qn (k) VALUES ('b1')"), {"op": "commit"}, count]
+    res = run(node, *steps)
+    for r in res:
+        ok(r)
+    assert rows(res[301]) == [[300]] and rows(res[-1]) == [[302]]
+    # a duplicate key among queued statements: the transaction fails with the
+    # statement's own error (whichever call reports it) and leaves nothing
+    res = run_all(node, {"op": "begin"}, quiet("INSERT INTO qn (k) VALUES ('c0')"),
+                  quiet("INSERT INTO qn (k) VALUES ('a5')"),
+                  quiet("INSERT INTO qn (k) VALUES ('c1')"), {"op": "commit"})
+    failed = [r for r in res if not r["ok"] and not r.get("skipped")]
+    assert len(failed) == 1 and (failed[0]["status"], failed[0]["rc"]) == (409, "StorageConstraint"), res
+    res = run(node, count, q("SELECT count(*) FROM qn WHERE k LIKE 'c%'"),
+              # the connection is clean again: a new transaction works
+              {"op": "begin"}, quiet("INSERT INTO qn (k) VALUES ('d0')"), {"op": "commit"}, count)
+    assert rows(res[0]) == [[302]] and rows(res[1]) == [[0]] and rows(res[5]) == [[303]]
+    # rolled back on purpose, and abandoned (the pool rolls it back)
+    res = run(node, {"op": "begin"}, quiet("INSERT INTO qn (k) VALUES ('e0')"), {"op": "rollback"},
+              {"op": "begin"}, quiet("INSERT INTO qn (k) VALUES ('e1')"), {"op": "reacquire"},
+              count)
+    assert rows(res[-1]) == [[303]]
+
+
 # ---- concurrency -----------------------------------------------------------------
 
 def test_concurrent_increments_lose_no_update(node):
@@ -377,6 +416,47 @@ def test_a_connection_lost_inside_a_transaction_fails_until_rolled_back(pg_node,
     # after the commit failed the transaction is over: the next call reconnects
     ok(res[5])
     assert rows(run(pg_node, q("SELECT a FROM lost"))[0]) == [[3]]
+
+
+def test_statements_without_changes_are_pipelined_until_an_answer_is_needed(pg_node):
+    """storage-pg only (pg_conn.h, Pipelining): inside a transaction an exec
+    without `changes` whose statement is prepared is sent without waiting,
+    so its failure surfaces at the next call that needs an answer."""
+    ins = "INSERT INTO pipe (k) VALUES (?)"
+    res = run(pg_node, migrate("pipe", (1, "CREATE TABLE pipe (k TEXT PRIMARY KEY)")),
+              x(ins, "prepared"),  # prepares the statement on this connection
+              {"op": "begin"}, quiet(ins, "a"), quiet(ins, "prepared"), quiet(ins, "b"),
+              {"op": "commit"},
+              {"op": "begin"}, quiet(ins, "c"), quiet(ins, "prepared"),
+              q("SELECT count(*) FROM pipe"), {"op": "rollback"},
+              q("SELECT k FROM pipe ORDER BY k"))
+    for i in range(1, 6):
+        ok(res[i])  # the duplicate went out with the commit ...
+    assert (res[6]["ok"], res[6]["status"], res[6]["rc"]) == (False, 409, "StorageConstraint"), res
+    for i in (7, 8, 9):
+        ok(res[i])
+    # ... or with the next statement that needed an answer (a query here)
+    assert (res[10]["ok"], res[10]["status"], res[10]["rc"]) == (False, 409, "StorageConstraint")
+    ok(res[11])
+    assert rows(res[12], "text") == [["prepared"]]
+
+
+def test_a_connection_lost_under_queued_statements_commits_nothing(pg_node, pg_server):  # noqa: F811
+    run(pg_node, migrate("lostq", (1, "CREATE TABLE lostq (a INTEGER)")))
+    # the statement is prepared on this connection first, so the ones below queue
+    ok(run(pg_node, quiet("INSERT INTO lostq VALUES (0)"), x("DELETE FROM lostq"))[0])
+    with concurrent.futures.ThreadPoolExecutor(1) as ex:
+        fut = ex.submit(run, pg_node, {"op": "begin"}, quiet("INSERT INTO lostq VALUES (1)"),
+                        {"op": "sleep", "ms": 1500}, quiet("INSERT INTO lostq VALUES (2)"),
+                        {"op": "commit"}, x("INSERT INTO lostq VALUES (3)"))
+        time.sleep(0.7)
+        assert pg_server.terminate_sessions(pg_node.dbname) >= 1
+        res = fut.result()
+    failed = [r for r in res[3:5] if not r["ok"]]
+    assert failed and all((r["status"], r["rc"]) == (503, "StorageUnavailable") for r in failed), res
+    assert not res[4]["ok"]  # the commit never reports success
+    ok(res[5])  # the transaction is over: the next call reconnects
+    assert rows(run(pg_node, q("SELECT a FROM lostq"))[0]) == [[3]]
 
 
 def test_a_restart_between_calls_is_invisible(pg_node, pg_server):  # noqa: F811

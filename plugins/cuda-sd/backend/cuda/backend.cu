@@ -82,6 +82,16 @@ static void be_release(sd_backend *be, float *p)
     cu_free(cu_of(be), p);
 }
 
+#ifdef SD_CUDA_EMU
+/* The emulator's exact high-water mark of device memory (emu/cuda_emu.cpp):
+ * there, peaks are not only seen at the samples below but wherever they
+ * happen (inside a VAE decode, between two downloads). */
+extern "C" void sd_emu_memory_high(size_t *used, size_t *high, int reset);
+#endif
+
+/* The device's use now, folded into the peak. On a GPU it is sampled (at
+ * downloads, synchronisations and memory queries), so a peak between two
+ * samples is missed; the emulation reports its exact mark. */
 static void sample_device_memory(cuda_backend *cb)
 {
     size_t free_b = 0, total_b = 0;
@@ -91,6 +101,11 @@ static void sample_device_memory(cuda_backend *cb)
     }
     cb->device_total = total_b;
     if (total_b - free_b > cb->device_used_peak) cb->device_used_peak = total_b - free_b;
+#ifdef SD_CUDA_EMU
+    size_t high = 0;
+    sd_emu_memory_high(NULL, &high, 0);
+    if (high > cb->device_used_peak) cb->device_used_peak = high;
+#endif
 }
 
 /* ---- transfers ------------------------------------------------------------ */
@@ -214,6 +229,9 @@ static int api_memory(sd_backend *be, sd_cuda_memory *out, bool reset_peak)
         (void)cudaMemPoolSetAttribute(cb->pool, cudaMemPoolAttrUsedMemHigh, &zero);
         (void)cudaMemPoolSetAttribute(cb->pool, cudaMemPoolAttrReservedMemHigh, &zero);
         cb->device_used_peak = out->device_used;
+#ifdef SD_CUDA_EMU
+        sd_emu_memory_high(NULL, NULL, 1);
+#endif
     }
     return 0;
 }

@@ -31,16 +31,28 @@
  *    the weights resident is the swap of a cached model from host RAM into
  *    VRAM (uploads + fp16/fp32 conversion + allocation); also without the
  *    page-locking, for comparison.
+ * --memory-plan: no GPU needed. Only phase 3's memory, computed by the
+ *    emulated library (libhn-sd-cuda-emu.so beside the program in
+ *    ../../lib/, or $HN_SD_CUDA_LIB) in a dry run (SD_EMU_DRY_RUN: every
+ *    allocation, launch check and GEMM shape of the real passes, no
+ *    arithmetic): the exact peak of the backend's own device memory per
+ *    phase and what is live at it (SD_EMU_MEMTRACE), for each memory
+ *    option without CUDA graphs (the emulation never reuses graph memory
+ *    inside a graph, a GPU does). The CUDA context and cuBLAS's own memory
+ *    are not in it.
  * Results are printed as Markdown for docs/BENCHMARKS.md. --profile adds a
  * per-op breakdown of one UNet pass (each op synchronised, so it shows
  * where GPU time goes, not the overlapped total).
  */
+#include <dlfcn.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "backend/cpu_backend.h"
 #include "backend/cuda_backend.h"
@@ -58,7 +70,21 @@ typedef struct opts {
     const char *weights, *vocab;
     int runs, steps, size, compare_size;
     int profile, image, compare;
+    int memory_plan;             /* --memory-plan: emulated dry run, memory only */
 } opts;
+
+/* The emulated library's report of what was live at its high-water mark
+ * (emu/cuda_emu.cpp); "" with a real GPU library. */
+static void emu_report(char *buf, size_t len)
+{
+    buf[0] = '\0';
+    const char *lib = getenv("HN_SD_CUDA_LIB");
+    void *h = lib ? dlopen(lib, RTLD_NOW | RTLD_NOLOAD) : NULL;
+    void (*report)(char *, size_t) = NULL;
+    if (h) *(void **)&report = dlsym(h, "sd_emu_memory_report");
+    if (report) report(buf, len);
+    if (h) dlclose(h);
+}
 
 static double now(void)
 {
@@ -535,6 +561,9 @@ static image_result image_phase(const opts *o, const image_config *cfg)
            pm->text_peak / 1048576.0, pm->steps_peak / 1048576.0, pm->vae_peak / 1048576.0);
     printf("| weights dropped from the device during the image (offload) | %.0f MB |\n",
            pm->dropped / 1048576.0);
+    char live[2048];
+    emu_report(live, sizeof live);
+    if (live[0]) printf("| emulation: live at the VAE phase's peak | %s |\n", live);
     const sd_vae_decode_info *di = sd_pipeline_last_decode(p);
     printf("| VAE decode | %s%d tile(s) |\n", di->tiles ? "" : "whole, ", di->tiles ? di->tiles : 1);
     /* the pipeline's backend is internal; the device-wide figure is what a
@@ -573,9 +602,33 @@ static void image_phases(const opts *o)
     };
     enum { N = sizeof cfgs / sizeof cfgs[0] };
     image_result r[N];
+    memset(r, 0, sizeof r);
     for (int i = 0; i < N; i++) {
+        /* the emulation keeps every allocation a captured graph makes (a
+         * GPU reuses graph memory between allocations whose lifetimes do
+         * not overlap): its graph rows would be far too high */
+        if (o->memory_plan && cfgs[i].graphs) continue;
         r[i] = image_phase(o, &cfgs[i]);
         fflush(stdout);
+    }
+    if (o->memory_plan) {
+        /* times of a dry run mean nothing; the peaks are exact, and only
+         * the backend's own memory (no CUDA context, no cuBLAS internals) */
+        printf("\n### Whole image %dx%d: computed device memory of the backend's own "
+               "allocations (emulated dry run, not measured on a GPU)\n\n", o->size, o->size);
+        printf("| configuration | **peak** | text encoder | steps | VAE | in use after | "
+               "weights dropped |\n|---|---|---|---|---|---|---|\n");
+        for (int i = 0; i < N; i++) {
+            if (cfgs[i].graphs) continue;
+            const sd_pipeline_memory *m = &r[i].mem;
+            size_t peak = m->text_peak > m->steps_peak ? m->text_peak : m->steps_peak;
+            if (m->vae_peak > peak) peak = m->vae_peak;
+            printf("| %s | **%.0f MB** | %.0f MB | %.0f MB | %.0f MB | %.0f MB | %.0f MB |\n",
+                   cfgs[i].label, peak / 1048576.0, m->text_peak / 1048576.0,
+                   m->steps_peak / 1048576.0, m->vae_peak / 1048576.0, m->after / 1048576.0,
+                   m->dropped / 1048576.0);
+        }
+        return;
     }
     printf("\n### Whole image %dx%d: memory options compared (target: peak < 3072 MB, image < 0.3 s)\n\n",
            o->size, o->size);
@@ -716,7 +769,7 @@ static int ensure_weights(const char *path)
 
 int main(int argc, char **argv)
 {
-    opts o = { "build/bench/sd15-random-f16.safetensors", NULL, 20, 20, 512, 256, 0, 1, 1 };
+    opts o = { "build/bench/sd15-random-f16.safetensors", NULL, 20, 20, 512, 256, 0, 1, 1, 0 };
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         int more = i + 1 < argc;
@@ -729,10 +782,11 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--profile")) o.profile = 1;
         else if (!strcmp(a, "--no-image")) o.image = 0;
         else if (!strcmp(a, "--no-compare")) o.compare = 0;
+        else if (!strcmp(a, "--memory-plan")) o.memory_plan = 1;
         else {
             fprintf(stderr,
                     "usage: %s [--weights FILE] [--vocab FILE] [--runs N] [--steps N] [--size PX] "
-                    "[--compare-size PX] [--profile] [--no-image] [--no-compare]\n",
+                    "[--compare-size PX] [--profile] [--no-image] [--no-compare] [--memory-plan]\n",
                     argv[0]);
             return 2;
         }
@@ -743,6 +797,20 @@ int main(int argc, char **argv)
         return 2;
     }
     char err[512];
+    if (o.memory_plan) {
+        /* read by the emulated library when it loads */
+        setenv("SD_EMU_DRY_RUN", "1", 1);
+        setenv("SD_EMU_MEMTRACE", "1", 1);
+        if (!getenv("HN_SD_CUDA_LIB")) {
+            char exe[PATH_MAX], lib[PATH_MAX + 64];
+            ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+            exe[n > 0 ? n : 0] = '\0';
+            char *slash = strrchr(exe, '/');
+            if (slash) *slash = '\0';
+            snprintf(lib, sizeof lib, "%s/../../lib/libhn-sd-cuda-emu.so", exe);
+            setenv("HN_SD_CUDA_LIB", lib, 1);
+        }
+    }
     sd_cuda_info info;
     if (sd_cuda_probe(NULL, &info, err, sizeof err) != 0) die("no GPU", err);
     if (ensure_weights(o.weights) != 0) return 1;
@@ -752,6 +820,11 @@ int main(int argc, char **argv)
     printf("\nSD1.5-shaped checkpoint, random F16 weights (bench/sd15_weights.h); %s.\n",
            info.lib_path);
     fflush(stdout);
+    if (o.memory_plan) {
+        if (!o.vocab) die("--memory-plan", "--vocab is needed");
+        image_phases(&o);
+        return 0;
+    }
     int failed = unet_phase(&o);
     fflush(stdout);
     if (o.compare) failed += compare_phase(&o);

@@ -9,6 +9,8 @@
 #include <time.h>
 #include <ucontext.h>
 
+#include <algorithm>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -254,6 +256,11 @@ static bool run_block(block_run *r, int n)
 static std::mutex prof_mu;
 static std::map<std::string, std::pair<double, long>> prof;
 static bool prof_on = getenv("SD_EMU_PROFILE") != NULL;
+/* SD_EMU_DRY_RUN=1: kernels and GEMMs are checked (launch geometry, shapes)
+ * but not run, so a network at full size (SD1.5 at 512x512) goes through
+ * every allocation of a real pass in seconds: what the memory figures of
+ * bench_cuda --memory-plan need. Outputs are meaningless (zeros). */
+static bool dry_run = getenv("SD_EMU_DRY_RUN") != NULL && strcmp(getenv("SD_EMU_DRY_RUN"), "0");
 
 static void prof_dump_locked(void)
 {
@@ -315,6 +322,7 @@ void launch_impl(const char *name, const void *fn, dim3 grid, dim3 block, size_t
             return;
         }
     }
+    if (dry_run) return;   /* checked, not run */
     const double t0 = prof_on ? now_s() : 0.0;
     const int n = (int)threads;
     block_run r;
@@ -416,17 +424,42 @@ void launch_impl(const char *name, const void *fn, dim3 grid, dim3 block, size_t
 
 /* ---- memory ------------------------------------------------------------------ */
 
+/* Every live device allocation with its size and where it came from, the
+ * bytes in use and their high-water mark since the last reset (exact: the
+ * emulator frees at once, it caches nothing). With SD_EMU_MEMTRACE set, the
+ * allocations live at the high-water mark are kept too, for
+ * sd_emu_memory_report (the breakdown in docs/BENCHMARKS.md). */
+enum { MEM_MALLOC = 0, MEM_POOL, MEM_GRAPH, MEM_NCAT };
+static const char *const mem_cat_names[MEM_NCAT] = { "cudaMalloc (weights, cuBLAS)",
+                                                     "memory pool (activations, scratch)",
+                                                     "graph memory" };
+struct emu_allocation {
+    size_t bytes;
+    int cat;
+};
 static std::mutex mem_mu;
-static std::map<void *, size_t> allocations;
-static size_t allocated;
+static std::map<void *, emu_allocation> allocations;
+static size_t allocated, allocated_high;
+static std::vector<emu_allocation> at_high;   /* SD_EMU_MEMTRACE: live at the mark */
+static bool memtrace_on = getenv("SD_EMU_MEMTRACE") != NULL;
 
-static void *emu_alloc(size_t bytes)
+static void *emu_alloc(size_t bytes, int cat)
 {
     void *p = NULL;
     if (posix_memalign(&p, 256, bytes ? bytes : 1) != 0) return NULL;
+    /* a dry run reads memory no kernel wrote: zeros, not NaNs (the VAE's
+     * NaN check would redo the decode) */
+    if (dry_run) memset(p, 0, bytes);
     std::lock_guard<std::mutex> lock(mem_mu);
-    allocations[p] = bytes;
+    allocations[p] = { bytes, cat };
     allocated += bytes;
+    if (allocated > allocated_high) {
+        allocated_high = allocated;
+        if (memtrace_on) {
+            at_high.clear();
+            for (auto &kv : allocations) at_high.push_back(kv.second);
+        }
+    }
     return p;
 }
 
@@ -437,7 +470,7 @@ static size_t emu_free(void *p)
         std::lock_guard<std::mutex> lock(mem_mu);
         auto it = allocations.find(p);
         if (it == allocations.end()) return (size_t)-1;
-        bytes = it->second;
+        bytes = it->second.bytes;
         allocated -= bytes;
         allocations.erase(it);
     }
@@ -556,7 +589,7 @@ cudaError_t cudaStreamSynchronize(cudaStream_t s)
 
 cudaError_t cudaMalloc(void **p, size_t bytes)
 {
-    *p = emu_alloc(bytes);
+    *p = emu_alloc(bytes, MEM_MALLOC);
     return *p ? cudaSuccess : fail(cudaErrorMemoryAllocation, "emulator: out of memory");
 }
 
@@ -616,7 +649,7 @@ cudaError_t cudaMemPoolTrimTo(cudaMemPool_t pool, size_t keep)
 
 cudaError_t cudaMallocFromPoolAsync(void **p, size_t bytes, cudaMemPool_t pool, cudaStream_t s)
 {
-    *p = emu_alloc(bytes);
+    *p = emu_alloc(bytes, s && s->capture ? MEM_GRAPH : MEM_POOL);
     if (!*p) return fail(cudaErrorMemoryAllocation, "emulator: out of memory");
     if (s && s->capture) {
         /* a memory node: the graph's own, at the same address every launch */
@@ -862,6 +895,7 @@ static cublasStatus_t gemm_one(cublasOperation_t ta, cublasOperation_t tb, int m
                                const void *B, cudaDataType_t bt, int ldb, float beta, float *C,
                                int ldc, bool tf32)
 {
+    if (dry_run) return CUBLAS_STATUS_SUCCESS;   /* shapes checked by the caller */
     for (int j = 0; j < n; j++)
         for (int i = 0; i < m; i++) {
             float acc = 0.0f;
@@ -1135,6 +1169,7 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t h, cublasLtMatmulDesc_t op, const
         });
         return CUBLAS_STATUS_SUCCESS;
     }
+    if (dry_run) return CUBLAS_STATUS_SUCCESS;
     const float bt = *(const float *)beta;
     float *dst = (float *)D;
     /* D = beta C first, then the product accumulates onto it */
@@ -1235,3 +1270,69 @@ void launch_on(cudaStream_t s, const char *name, const void *fn, dim3 grid, dim3
     launch_impl(name, fn, grid, block, smem, body);
 }
 }  // namespace sd_emu
+
+/* ---- memory figures for the tests and bench_cuda --memory-plan ---------------------- */
+
+extern "C" __attribute__((visibility("default"))) void sd_emu_memory_report(char *buf, size_t len);
+
+/* Device bytes in use now and their exact high-water mark since the last
+ * reset (reset = 1: the mark restarts from what is in use now). Only in the
+ * emulated library; backend.cu's memory figures use it under SD_CUDA_EMU so
+ * that phase peaks are exact, not sampled. */
+
+extern "C" __attribute__((visibility("default"))) void sd_emu_memory_high(size_t *used,
+                                                                          size_t *high, int reset)
+{
+    if (reset && memtrace_on) {
+        /* the interval that ends (a pipeline phase, bench_cuda --memory-plan) */
+        char buf[2048];
+        sd_emu_memory_report(buf, sizeof buf);
+        fprintf(stderr, "emu memory, interval ending: %s\n", buf);
+    }
+    std::lock_guard<std::mutex> lock(mem_mu);
+    if (reset) {
+        allocated_high = allocated;
+        at_high.clear();
+        if (memtrace_on)
+            for (auto &kv : allocations) at_high.push_back(kv.second);
+    }
+    if (used) *used = allocated;
+    if (high) *high = allocated_high;
+}
+
+/* What was live at the high-water mark (SD_EMU_MEMTRACE set, else only the
+ * total): per kind of allocation, with the largest blocks of each, as text
+ * into buf (always NUL-terminated). */
+extern "C" __attribute__((visibility("default"))) void sd_emu_memory_report(char *buf, size_t len)
+{
+    if (!buf || !len) return;
+    std::lock_guard<std::mutex> lock(mem_mu);
+    size_t off = 0;
+    auto put = [&](const char *fmt, auto... a) {
+        if (off + 1 >= len) return;
+        int n = snprintf(buf + off, len - off, fmt, a...);
+        if (n > 0) off += (size_t)n < len - off ? (size_t)n : len - off - 1;
+    };
+    buf[0] = '\0';
+    put("peak %.1f MB", allocated_high / 1048576.0);
+    if (!memtrace_on) {
+        put("%s", " (set SD_EMU_MEMTRACE for the breakdown)");
+        return;
+    }
+    for (int c = 0; c < MEM_NCAT; c++) {
+        std::vector<size_t> sizes;
+        size_t sum = 0;
+        for (auto &a : at_high)
+            if (a.cat == c) {
+                sizes.push_back(a.bytes);
+                sum += a.bytes;
+            }
+        if (sizes.empty()) continue;
+        std::sort(sizes.begin(), sizes.end(), std::greater<size_t>());
+        put("; %s %.1f MB in %zu blocks", mem_cat_names[c], sum / 1048576.0, sizes.size());
+        if (c == MEM_MALLOC) continue;   /* ~1100 weight tensors: only the sum */
+        put("%s", " (largest:");
+        for (size_t i = 0; i < sizes.size() && i < 8; i++) put(" %.1f", sizes[i] / 1048576.0);
+        put("%s", " MB)");
+    }
+}

@@ -28,7 +28,13 @@
  *     conventions and argument checks; TF32 inputs are rounded to 10
  *     mantissa bits, fp16 inputs are exact, accumulation in float32;
  *   - device memory is host memory (no separate address space: a host
- *     dereference of a device pointer is not caught here).
+ *     dereference of a device pointer is not caught here); frees are
+ *     immediate, so the bytes in use and their high-water mark are exact
+ *     (sd_emu_memory_high, sd_emu_memory_report in cuda_emu.cpp, exported
+ *     by the library; SD_EMU_MEMTRACE=1 also keeps what is live at the
+ *     mark). SD_EMU_DRY_RUN=1 checks launches and GEMM shapes without
+ *     running them (memory zeroed): every allocation of a full-size pass
+ *     in seconds, for bench_cuda --memory-plan.
  * Everything runs synchronously; streams are just handles.
  */
 #ifndef SD_CUDA_EMU_H

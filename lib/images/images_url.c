@@ -1,7 +1,8 @@
-/* images-db: key rules, URL signatures, content types (see images_url.h). */
+/* lib/images: key rules, URL signatures, content types (see images_url.h). */
 #include "images_url.h"
 
 #include <inttypes.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -54,14 +55,14 @@ images_sig_rc images_verify(const char *secret, const char *method, const char *
             return IMAGES_SIG_BAD;
     }
     int64_t when = strtoll(expires, NULL, 10);
-    /* only the canonical decimal verifies: one signature, one URL */
+    /* only the canonical decimal verifies: "0123" and "123" must not both */
     char canon[24];
     snprintf(canon, sizeof canon, "%" PRId64, when);
     if (strcmp(canon, expires) != 0)
         return IMAGES_SIG_BAD;
     char want[IMAGES_SIG_HEX + 1], got[IMAGES_SIG_HEX + 1];
     images_sign(secret, method, key, when, want);
-    for (size_t i = 0; i < IMAGES_SIG_HEX; i++)
+    for (size_t i = 0; i < IMAGES_SIG_HEX; i++) /* accept upper-case hex too */
         got[i] = (char)((sig[i] >= 'A' && sig[i] <= 'F') ? sig[i] - 'A' + 'a' : sig[i]);
     got[IMAGES_SIG_HEX] = '\0';
     if (CRYPTO_memcmp(want, got, IMAGES_SIG_HEX) != 0)
@@ -80,4 +81,22 @@ const char *images_content_type(const void *data, size_t len) {
     if (len >= 6 && (memcmp(b, "GIF87a", 6) == 0 || memcmp(b, "GIF89a", 6) == 0))
         return "image/gif";
     return "application/octet-stream";
+}
+
+hn_rc images_fail(hn_error *err, int status, const char *rc, const char *fmt, ...) {
+    if (err) {
+        err->status = status;
+        snprintf(err->rc, sizeof err->rc, "%s", rc);
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err->message, sizeof err->message, fmt, ap);
+        va_end(ap);
+    }
+    return HN_ERROR;
+}
+
+hn_rc images_bad_key(hn_error *err) {
+    return images_fail(err, 400, "InvalidImageKey",
+                       "image keys are 1 to 128 of A-Z a-z 0-9 . _ -, not starting with '.' "
+                       "and without '..'");
 }
