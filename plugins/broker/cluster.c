@@ -55,9 +55,17 @@ static const hn_migration cluster_migrations[] = {
      "CREATE INDEX broker_requests_user_active ON broker_requests (user_id) WHERE state = 0;"
      "CREATE TRIGGER broker_user_stats_changed BEFORE INSERT OR UPDATE ON broker_user_stats "
      "FOR EACH ROW EXECUTE FUNCTION broker_stamp_changed()"},
+    /* 3: every node's finished images per second and node, for the stats'
+     * "minute" and "hour" (stats.c; rows older than two hours are dropped) */
+    {3,
+     "CREATE TABLE mod_stats_recent (sec BIGINT NOT NULL, writer BIGINT NOT NULL, "
+     "images BIGINT NOT NULL, ps DOUBLE PRECISION NOT NULL, PRIMARY KEY (sec, writer))"},
 };
 /* pg_advisory_xact_lock key of a user's concurrency check: "hn:u" and the id */
 #define USER_LOCK_BASE 0x686e3a7500000000LL
+/* pg_advisory_xact_lock key of a user's worker count (br_cluster_reserve_worker):
+ * "hn:w" and the id */
+#define WORKER_LOCK_BASE 0x686e3a7700000000LL
 
 /* ---- reading rows (no b->lock held: rows become JSON, merged after) ---------- */
 
@@ -400,7 +408,8 @@ int br_cluster_start(broker *b, hn_error *err) {
                       "PostgreSQL database)");
         return -1;
     }
-    if (b->db->migrate(b->storage->state, "broker_cluster", cluster_migrations, 2, err) != HN_OK)
+    if (b->db->migrate(b->storage->state, "broker_cluster", cluster_migrations,
+                       sizeof(cluster_migrations) / sizeof(cluster_migrations[0]), err) != HN_OK)
         return -1;
     br_cluster *c = calloc(1, sizeof(*c));
     if (!c) {
@@ -567,6 +576,34 @@ int br_cluster_guard_concurrency(broker *b, br_op *op, const br_request *r,
                            a, 1, concurrency, 429, "TooManyPrompts",
                            "Parallel requests (%lld) exceeded user limit (%lld). Please try "
                            "again later or request to increase your concurrency.");
+}
+
+int br_cluster_reserve_worker(broker *b, const br_worker *w, hn_error *err) {
+    if (!b->cluster)
+        return 0;
+    br_op *op = br_op_new(b);
+    hn_value a[] = {HN_V_INT(w->user_id)};
+    /* the lock: two nodes creating workers for one user count one after the
+     * other; the count is a statement of its own, so it sees the other's
+     * committed row */
+    if (!op || br_op_lock(op, WORKER_LOCK_BASE ^ w->user_id) != 0 ||
+        br_store_worker_save(op, w) != 0 ||
+        br_op_guard_max(op, "SELECT COUNT(*) FROM broker_workers WHERE user_id = ?", a, 1,
+                        b->conf->max_untrusted_workers + 1, 403, "TooManyWorkers",
+                        "%lld workers, limit %lld") != 0) {
+        br_op_discard(op);
+        b->api->error(err, 500, "InternalServerError", "out of memory");
+        return -1;
+    }
+    int rc = br_op_commit_now(b, op, NULL, NULL, 0, err);
+    br_op_discard(op);
+    if (rc == 1)
+        return 0;
+    if (err->status == 403) /* the limit: the horde's own words */
+        b->api->error(err, 403, "TooManyWorkers",
+                      "To avoid abuse, untrusted users can only have up to %lld distinct workers.",
+                      b->conf->max_untrusted_workers);
+    return -1;
 }
 
 static void submit_failed(broker *b, void *arg) {

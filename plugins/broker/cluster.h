@@ -54,6 +54,15 @@ void br_cluster_job_fault(broker *b, const br_job *j, bool requeued, br_op *op);
  * `concurrency`. Returns 0 or -1; nothing is added outside cluster mode. */
 int br_cluster_guard_concurrency(broker *b, br_op *op, const br_request *r, long long concurrency);
 
+/* Pop (cluster mode, an untrusted owner's new worker w, caller holds
+ * b->lock): w's row is inserted now, under a per-user advisory lock, and
+ * only if the owner's workers in the whole table then number at most
+ * max_untrusted_workers + 1 (the horde refuses a new worker when more than
+ * the limit exist). 0: inserted and committed; -1 with err: 403
+ * TooManyWorkers, or a database error. Nothing is checked (0) outside
+ * cluster mode. */
+int br_cluster_reserve_worker(broker *b, const br_worker *w, hn_error *err);
+
 /* Submit (cluster mode only): if op's commit fails, j goes back to processing
  * in the index, so the worker's retry is taken and no node's memory stays
  * ahead of the table (the worker's and users' counters keep the first try). */
@@ -64,9 +73,10 @@ void br_cluster_submit_on_fail(broker *b, br_op *op, const br_job *j);
 void br_cluster_fault_on_fail(broker *b, br_op *op, const br_job *j, bool requeued);
 
 /* ---- defined in store.c (they need br_op's insides) ---- */
-/* Runs guard (which must change exactly one row) and then op's statements in
- * one transaction on a pool connection, now; on success op keeps only its
- * answer. 1, 0 (guard changed nothing: rolled back), -1 (err). */
+/* Runs guard (which must change exactly one row; NULL: none) and then op's
+ * statements in one transaction on a pool connection, now; on success op
+ * keeps only its answer. 1, 0 (guard changed nothing: rolled back), -1 (err:
+ * a database error, or the answer of a br_op_guard_max limit in op). */
 int br_op_commit_now(broker *b, br_op *op, const char *guard, const hn_value *args, size_t nargs,
                      hn_error *err);
 /* A worker row's attrs JSON to br_worker_attrs (as at load). */

@@ -707,11 +707,30 @@ static json_t *normalise(async_ctx *c, const json_t *body) {
     return st;
 }
 
+/* What async_commit's op undoes when its commit fails or a limit refuses it
+ * (the cluster-wide 429, br_cluster_guard_concurrency). */
+typedef struct async_undo {
+    char id[BR_ID_LEN];
+    int64_t user_id;
+    int images; /* added to the user's "images requested" */
+} async_undo;
+
 /* Undo of a request whose row could not be committed. */
 static void async_rollback(broker *b, void *arg) {
-    br_request *r = br_request_find(b, (const char *)arg);
+    const async_undo *u = arg;
+    if (!u)
+        return; /* out of memory when it was made */
+    br_request *r = br_request_find(b, u->id);
     if (r)
         br_request_drop(b, r);
+    /* the request never existed: it must not count as requested (the
+     * counter is flushed as a difference, so a flush in between writes the
+     * take-back too) */
+    br_user *user = br_user_get(b, u->user_id, false);
+    if (user && u->images > 0) {
+        user->images_requested -= u->images;
+        user->stats_dirty = true;
+    }
 }
 
 /* Last step, on the request's loop thread: index the request and queue its
@@ -795,7 +814,13 @@ static void async_commit(async_ctx *c) {
         return;
     }
     br_op_reply(op, c->req, 202, resp, HN_HOOK_ID_generation_enqueued, info);
-    br_op_on_fail(op, async_rollback, strdup(r->id));
+    async_undo *undo = calloc(1, sizeof(*undo));
+    if (undo) {
+        memcpy(undo->id, r->id, sizeof(undo->id));
+        undo->user_id = r->user_id;
+        undo->images = u ? r->jobs : 0;
+    }
+    br_op_on_fail(op, async_rollback, undo);
     api->req_suspend(c->req);
     br_op_submit(b, op);
     pthread_mutex_unlock(&b->lock);

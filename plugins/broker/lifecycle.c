@@ -102,28 +102,67 @@ static void delete_request_rows(broker *b, br_request *r, br_op *op) {
     (void)b;
 }
 
+static int worker_id_order(const void *x, const void *y) {
+    const br_worker *a = *(void *const *)x, *c = *(void *const *)y;
+    return strcmp(a->id, c->id);
+}
+
+static int user_id_order(const void *x, const void *y) {
+    const br_user *ux = *(void *const *)x, *uy = *(void *const *)y;
+    int64_t a = ux->id, c = uy->id;
+    return (a > c) - (a < c);
+}
+
+/* The dirty entries of a map (workers or users), in a fresh array (NULL when
+ * none or out of memory). */
+static void **dirty_entries(br_map *m, bool users, size_t *n) {
+    *n = 0;
+    size_t i = 0, cap = 0;
+    void *v, **out = NULL;
+    while (br_map_next(m, &i, NULL, &v)) {
+        if (users ? !((br_user *)v)->stats_dirty : !((br_worker *)v)->dirty)
+            continue;
+        if (*n == cap) {
+            cap = cap ? cap * 2 : 16;
+            void **grown = realloc(out, cap * sizeof(*out));
+            if (!grown)
+                break; /* the rest stay dirty: the next tick writes them */
+            out = grown;
+        }
+        out[(*n)++] = v;
+    }
+    return out;
+}
+
+/* Rows are written in key order (workers by id, users by id), never in the
+ * hash maps' order: two nodes' flush transactions that touch the same rows
+ * then lock them in the same order, so one waits for the other instead of
+ * both deadlocking (PostgreSQL would break the tie only after its
+ * deadlock_timeout, failing one of them). */
 bool br_flush_dirty(broker *b, br_op *op, int64_t now_ms) {
     bool wrote = false;
-    size_t i = 0;
-    void *v;
-    while (br_map_next(&b->workers, &i, NULL, &v)) {
-        br_worker *w = v;
-        if (!w->dirty)
-            continue;
+    size_t n;
+    void **ws = dirty_entries(&b->workers, false, &n);
+    if (ws)
+        qsort(ws, n, sizeof(*ws), worker_id_order);
+    for (size_t k = 0; ws && k < n; k++) {
+        br_worker *w = ws[k];
         br_store_worker_flush(op, w); /* the counters as differences */
         w->dirty = false;
         w->last_saved_ms = now_ms;
         wrote = true;
     }
-    i = 0;
-    while (br_map_next(&b->users, &i, NULL, &v)) {
-        br_user *u = v;
-        if (!u->stats_dirty)
-            continue;
+    free(ws);
+    void **us = dirty_entries(&b->users, true, &n);
+    if (us)
+        qsort(us, n, sizeof(*us), user_id_order);
+    for (size_t k = 0; us && k < n; k++) {
+        br_user *u = us[k];
         br_store_user_stats(op, u);
         u->stats_dirty = false;
         wrote = true;
     }
+    free(us);
     return wrote;
 }
 

@@ -67,7 +67,8 @@ static void reload_work(void *arg) {
     hn_db *db = br_mod_db(b, &err);
     if (!db ||
         br_filters_load(b, db, &err) != 0 || br_ip_timeouts_load(b, db, &err) != 0 ||
-        br_stats_load(b, db, &err) != 0 || br_styles_load(b, db, &err) != 0)
+        br_stats_load(b, db, &err) != 0 || br_stats_load_recent(b, db, &err) != 0 ||
+        br_styles_load(b, db, &err) != 0)
         b->api->log(b->self, HN_LOG_WARN, "moderation reload: %s", err.message);
     br_mod_db_release(b, db);
 }

@@ -76,6 +76,13 @@ typedef struct br_stat_total {
     double ps;
 } br_stat_total;
 
+/* Cluster mode: one second of every node's finished images (mod_stats_recent). */
+typedef struct br_stat_sec {
+    int64_t sec;        /* unix second */
+    int64_t images;
+    double ps;
+} br_stat_sec;
+
 typedef struct br_mod {
     pthread_mutex_t lock;
     br_filter *filters;
@@ -93,6 +100,11 @@ typedef struct br_mod {
     int64_t sec_slot[60], min_slot[60];
     int64_t sec_images[60], min_images[60];
     double sec_ps[60], min_ps[60];
+    /* cluster mode: the last hour of every node's images, per second, as read
+     * by the last reload (replaces the rings above for "minute" and "hour") */
+    br_stat_sec *recent;
+    size_t n_recent;
+    bool recent_loaded;
     json_t *styles;           /* id -> StyleStable object plus "_user_id", "_created" */
     json_t *collections;      /* id -> collection object plus "_user_id", "_created" */
     json_t *news;             /* the news list (owned) */
@@ -163,6 +175,9 @@ void br_rate_limit_free(br_mod *m);
 
 /* ---- stats.c --------------------------------------------------------------------------------- */
 int br_stats_load(broker *b, hn_db *db, hn_error *err);
+/* Cluster mode: reads the last hour of every node's images per second (what
+ * "minute" and "hour" report; the leader also drops older rows). */
+int br_stats_load_recent(broker *b, hn_db *db, hn_error *err);
 void br_stats_free(br_mod *m);
 /* A finished image (submit.c, b->lock held): counted and its row queued in op. */
 void br_stats_record(broker *b, br_op *op, const char *model, double pixelsteps, int64_t now_ms);

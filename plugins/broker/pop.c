@@ -540,6 +540,24 @@ void br_route_pop(hn_request *req, void *state) {
     }
     w->owner_roles = br_owner_bits(&user);
     w->last_checkin_ms = now;
+    /* cluster: the untrusted limit above counted this node's workers only;
+     * the table counts every node's (cluster.h) */
+    if (created && b->cluster &&
+        !(user.roles & (HN_ROLE_TRUSTED | HN_ROLE_ADMIN | HN_ROLE_MODERATOR))) {
+        hn_error werr;
+        if (br_cluster_reserve_worker(b, w, &werr) != 0) {
+            br_map_del(&b->workers, w->id);
+            br_map_del(&b->workers_by_name, w->name);
+            br_user *owner = br_user_get(b, w->user_id, false);
+            if (owner && owner->worker_count > 0)
+                owner->worker_count--;
+            b->workers_ver++;
+            br_worker_free(w);
+            pthread_mutex_unlock(&b->lock);
+            api->respond_error(req, &werr);
+            goto done_early;
+        }
+    }
     /* §4.2 check-in: an untrusted owner asking for huge images is suspicious */
     if (w->a.max_pixels > BR_EXTREME_MAX_PIXELS &&
         !(user.roles & (HN_ROLE_TRUSTED | HN_ROLE_ADMIN | HN_ROLE_MODERATOR)) &&

@@ -11,13 +11,18 @@
  * per-second and per-minute rings for "minute" and "hour", and to the
  * all-time totals. "day" is the last 24 hourly rows, "month" the last 30
  * days; the rings start empty after a restart (the horde precompiles these
- * numbers every few minutes, so they lag too). News comes from the JSON file
+ * numbers every few minutes, so they lag too). In cluster mode every node's
+ * images count: the hourly rows and totals are read again with the
+ * moderation reload (moderation.c), and "minute" and "hour" come from
+ * mod_stats_recent, one row per second and node, read by that reload too
+ * (so they lag it by up to its period, a few seconds). News comes from the JSON file
  * named by `news_file` (an array of news pieces), else none. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "broker.h"
+#include "cluster.h"
 #include "moderation.h"
 
 #define KEEP_HOURS (31 * 24)
@@ -117,7 +122,75 @@ int br_stats_load(broker *b, hn_db *db, hn_error *err) {
     return 0;
 }
 
+/* Rows of mod_stats_recent older than this are dropped (the leader, at each
+ * reload): "hour" reads the last 3600 s. */
+#define RECENT_KEEP_S 7200
+
+int br_stats_load_recent(broker *b, hn_db *db, hn_error *err) {
+    br_mod *m = b->mod;
+    int64_t now_s = br_now_ms() / 1000;
+    if (br_cluster_leads(b)) {
+        hn_value old[] = {HN_V_INT(now_s - RECENT_KEEP_S)};
+        if (b->db->exec(db, "DELETE FROM mod_stats_recent WHERE sec < ?", old, 1, NULL, err) !=
+            HN_OK)
+            return -1;
+    }
+    hn_value since[] = {HN_V_INT(now_s - 3600)};
+    hn_stmt *st = b->db->query(db,
+                               "SELECT sec, SUM(images), SUM(ps) FROM mod_stats_recent "
+                               "WHERE sec > ? GROUP BY sec",
+                               since, 1, err);
+    if (!st)
+        return -1;
+    br_stat_sec *rows = NULL;
+    size_t n = 0, cap = 0;
+    int rc;
+    while ((rc = b->db->step(st, err)) == 1) {
+        if (n == cap) {
+            size_t nc = cap ? cap * 2 : 64;
+            br_stat_sec *grown = realloc(rows, nc * sizeof(*rows));
+            if (!grown) {
+                b->api->error(err, 500, "InternalServerError", "out of memory");
+                rc = -1;
+                break;
+            }
+            rows = grown;
+            cap = nc;
+        }
+        rows[n++] = (br_stat_sec){b->db->col_int(st, 0), b->db->col_int(st, 1),
+                                  b->db->col_double(st, 2)};
+    }
+    b->db->finish(st);
+    if (rc < 0) {
+        free(rows);
+        return -1;
+    }
+    pthread_mutex_lock(&m->lock);
+    br_stat_sec *old_rows = m->recent;
+    m->recent = rows;
+    m->n_recent = n;
+    m->recent_loaded = true;
+    pthread_mutex_unlock(&m->lock);
+    free(old_rows);
+    return 0;
+}
+
+/* Cluster mode: the images of the seconds in (from, to] (caller holds m->lock). */
+static void recent_sum(const br_mod *m, int64_t from, int64_t to, int64_t *images, double *ps) {
+    *images = 0;
+    *ps = 0;
+    for (size_t i = 0; i < m->n_recent; i++) {
+        if (m->recent[i].sec > from && m->recent[i].sec <= to) {
+            *images += m->recent[i].images;
+            *ps += m->recent[i].ps;
+        }
+    }
+}
+
 void br_stats_free(br_mod *m) {
+    free(m->recent);
+    m->recent = NULL;
+    m->n_recent = 0;
     for (size_t i = 0; i < m->n_buckets; i++)
         free(m->buckets[i].model);
     free(m->buckets);
@@ -176,6 +249,16 @@ void br_stats_record(broker *b, br_op *op, const char *model, double pixelsteps,
               "ON CONFLICT (hour, model, writer) DO UPDATE SET images = mod_stats_img.images + 1, "
               "ps = mod_stats_img.ps + excluded.ps",
               args, 4);
+    if (!b->cluster)
+        return;
+    /* this node's row of this second (other nodes write rows of their own) */
+    hn_value rec[] = {HN_V_INT(now_ms / 1000), HN_V_INT(m->stats_writer),
+                      HN_V_DOUBLE(pixelsteps)};
+    br_op_sql(op,
+              "INSERT INTO mod_stats_recent (sec, writer, images, ps) VALUES (?, ?, 1, ?) "
+              "ON CONFLICT (sec, writer) DO UPDATE SET images = mod_stats_recent.images + 1, "
+              "ps = mod_stats_recent.ps + excluded.ps",
+              rec, 3);
 }
 
 static json_t *pair(int64_t images, double ps) {
@@ -190,8 +273,15 @@ void br_route_stats_totals(hn_request *req, void *state) {
     int64_t mi, hi, di = 0, moi = 0, ti = 0;
     double mp, hp, dp = 0, mop = 0, tp = 0;
     pthread_mutex_lock(&m->lock);
-    ring_sum(m->sec_slot, m->sec_images, m->sec_ps, now / 1000, &mi, &mp);
-    ring_sum(m->min_slot, m->min_images, m->min_ps, now / 60000, &hi, &hp);
+    if (b->cluster && m->recent_loaded) { /* every node's (cluster mode) */
+        int64_t now_s = now / 1000, now_min = now / 60000;
+        recent_sum(m, now_s - 60, now_s, &mi, &mp);
+        /* the minute ring's window: the last 60 whole minutes */
+        recent_sum(m, (now_min - 60) * 60 + 59, now_min * 60 + 59, &hi, &hp);
+    } else {
+        ring_sum(m->sec_slot, m->sec_images, m->sec_ps, now / 1000, &mi, &mp);
+        ring_sum(m->min_slot, m->min_images, m->min_ps, now / 60000, &hi, &hp);
+    }
     for (size_t i = 0; i < m->n_buckets; i++) {
         const br_stat_bucket *s = &m->buckets[i];
         if (s->hour > hour - 24) {

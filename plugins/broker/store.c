@@ -1153,8 +1153,9 @@ int br_op_commit_now(broker *b, br_op *op, const char *guard, const hn_value *ar
     int rc = -1;
     if (b->db->begin(db, err) != HN_OK)
         goto out;
-    hn_rc step = b->db->exec(db, guard, args, nargs, &changes, err);
-    if (step == HN_OK && changes != 1)
+    /* no guard: op's statements only (their own br_op_guard_max limits) */
+    hn_rc step = guard ? b->db->exec(db, guard, args, nargs, &changes, err) : HN_OK;
+    if (guard && step == HN_OK && changes != 1)
         rc = 0; /* another node claimed it first */
     else if (step == HN_OK && apply_op(b, db, op, err) == HN_OK &&
              b->db->commit(db, err) == HN_OK)

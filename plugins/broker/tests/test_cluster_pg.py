@@ -45,7 +45,8 @@ class Cluster:
         self.keys = {}
         for name, flags in (("alice", ["--trusted"]), ("bob", ["--trusted"]),
                             ("carol", ["--trusted"]), ("dave", ["--trusted"]),
-                            ("wally", ["--trusted"])):
+                            ("wally", ["--trusted"]),
+                            ("ursula", [])):  # untrusted (test_cluster_limits_pg.py)
             r = self.nodes[0].command("user", "create", name, *flags, check=True)
             self.keys[name] = r.stdout.strip().splitlines()[-1]
         for n in self.nodes:
