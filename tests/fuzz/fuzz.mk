@@ -40,7 +40,7 @@ fuzz_zip_LIBS         := -lz
 fuzz_prompt_SRCS      := $(FUZZ_ENGINE)/tokenizer.c $(FUZZ_ENGINE)/prompt_weights.c \
                          $(FUZZ_ENGINE)/text_normalize.c $(FUZZ_ENGINE)/unicode_data.c
 fuzz_prompt_LIBS      := $(JANSSON_LIBS) -lz -lm
-fuzz_image_SRCS       := $(FUZZ_ENGINE)/image_io.c
+fuzz_image_SRCS       := $(FUZZ_ENGINE)/image_io.c $(FUZZ_ENGINE)/error_text.c
 fuzz_image_LIBS       := $(shell pkg-config --libs libpng libwebp 2>/dev/null) -lm
 fuzz_signed_url_SRCS  := lib/images/images_url.c
 fuzz_signed_url_LIBS  := -lcrypto

@@ -3,6 +3,7 @@
  * (png_image), which handles every colour type and bit depth and reports
  * errors as text instead of longjmp-ing into our frames. */
 #include "image_io.h"
+#include "error_text.h"
 
 #include <errno.h>
 #include <math.h>
@@ -16,16 +17,6 @@
 #include <webp/decode.h>
 #include <webp/encode.h>
 
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return -1;
-}
 
 static bool size_ok(long w, long h)
 {
@@ -86,9 +77,9 @@ static unsigned char luma(const unsigned char *rgb)
 int sd_image_convert(const sd_image *src, int channels, sd_image *out, char *err, size_t errlen)
 {
     if (!src || !src->pixels || !out)
-        return fail(err, errlen, "image convert: no image");
+        return sd_fail(err, errlen, "image convert: no image");
     if (sd_image_alloc(out, src->width, src->height, channels) != 0)
-        return fail(err, errlen, "image convert: cannot allocate %dx%dx%d", src->width,
+        return sd_fail(err, errlen, "image convert: cannot allocate %dx%dx%d", src->width,
                     src->height, channels);
     size_t n = (size_t)src->width * (size_t)src->height;
     int sc = src->channels;
@@ -136,24 +127,24 @@ static int decode_png(const void *data, size_t len, int want, sd_image *out, cha
     memset(&png, 0, sizeof png);
     png.version = PNG_IMAGE_VERSION;
     if (!png_image_begin_read_from_memory(&png, data, len))
-        return fail(err, errlen, "PNG: %s", png.message);
+        return sd_fail(err, errlen, "PNG: %s", png.message);
     if (!size_ok((long)png.width, (long)png.height)) {
         png_image_free(&png);
-        return fail(err, errlen, "PNG: unsupported size %ux%u", png.width, png.height);
+        return sd_fail(err, errlen, "PNG: unsupported size %ux%u", png.width, png.height);
     }
     bool has_alpha = (png.format & PNG_FORMAT_FLAG_ALPHA) != 0;
     png.format = PNG_FORMAT_RGBA;
     sd_image rgba;
     if (sd_image_alloc(&rgba, (int)png.width, (int)png.height, 4) != 0) {
         png_image_free(&png);
-        return fail(err, errlen, "PNG: cannot allocate %ux%u", png.width, png.height);
+        return sd_fail(err, errlen, "PNG: cannot allocate %ux%u", png.width, png.height);
     }
     if (!png_image_finish_read(&png, NULL, rgba.pixels, 0, NULL)) {
         char msg[80];
         snprintf(msg, sizeof msg, "%s", png.message);
         png_image_free(&png);
         sd_image_free(&rgba);
-        return fail(err, errlen, "PNG: %s", msg);
+        return sd_fail(err, errlen, "PNG: %s", msg);
     }
     png_image_free(&png);
     return finish_decode(&rgba, has_alpha, want, out, err, errlen);
@@ -164,16 +155,16 @@ static int decode_webp(const void *data, size_t len, int want, sd_image *out, ch
 {
     WebPBitstreamFeatures feat;
     if (WebPGetFeatures(data, len, &feat) != VP8_STATUS_OK)
-        return fail(err, errlen, "WebP: not a valid WebP bitstream");
+        return sd_fail(err, errlen, "WebP: not a valid WebP bitstream");
     if (!size_ok(feat.width, feat.height))
-        return fail(err, errlen, "WebP: unsupported size %dx%d", feat.width, feat.height);
+        return sd_fail(err, errlen, "WebP: unsupported size %dx%d", feat.width, feat.height);
     sd_image rgba;
     if (sd_image_alloc(&rgba, feat.width, feat.height, 4) != 0)
-        return fail(err, errlen, "WebP: cannot allocate %dx%d", feat.width, feat.height);
+        return sd_fail(err, errlen, "WebP: cannot allocate %dx%d", feat.width, feat.height);
     size_t stride = (size_t)feat.width * 4;
     if (!WebPDecodeRGBAInto(data, len, rgba.pixels, stride * (size_t)feat.height, (int)stride)) {
         sd_image_free(&rgba);
-        return fail(err, errlen, "WebP: corrupt or truncated image data");
+        return sd_fail(err, errlen, "WebP: corrupt or truncated image data");
     }
     return finish_decode(&rgba, feat.has_alpha != 0, want, out, err, errlen);
 }
@@ -182,19 +173,19 @@ int sd_image_decode(const void *data, size_t len, int want_channels, sd_image *o
                     size_t errlen)
 {
     if (!out)
-        return fail(err, errlen, "image decode: no output");
+        return sd_fail(err, errlen, "image decode: no output");
     memset(out, 0, sizeof *out);
     if (!data)
-        return fail(err, errlen, "image decode: no data");
+        return sd_fail(err, errlen, "image decode: no data");
     if (want_channels != 0 && want_channels != 1 && want_channels != 3 && want_channels != 4)
-        return fail(err, errlen, "image decode: bad channel count %d", want_channels);
+        return sd_fail(err, errlen, "image decode: bad channel count %d", want_channels);
     switch (sd_image_sniff(data, len)) {
     case SD_IMAGE_PNG:
         return decode_png(data, len, want_channels, out, err, errlen);
     case SD_IMAGE_WEBP:
         return decode_webp(data, len, want_channels, out, err, errlen);
     default:
-        return fail(err, errlen, "not a PNG or WebP image");
+        return sd_fail(err, errlen, "not a PNG or WebP image");
     }
 }
 
@@ -203,7 +194,7 @@ static int read_file(const char *path, unsigned char **data, size_t *len, char *
 {
     FILE *f = fopen(path, "rb");
     if (!f)
-        return fail(err, errlen, "%s: %s", path, strerror(errno));
+        return sd_fail(err, errlen, "%s: %s", path, strerror(errno));
     size_t cap = 1 << 16, n = 0;
     unsigned char *buf = malloc(cap);
     while (buf) {
@@ -228,10 +219,10 @@ static int read_file(const char *path, unsigned char **data, size_t *len, char *
     int read_error = ferror(f);
     fclose(f);
     if (!buf)
-        return fail(err, errlen, "%s: too large or out of memory", path);
+        return sd_fail(err, errlen, "%s: too large or out of memory", path);
     if (read_error) {
         free(buf);
-        return fail(err, errlen, "%s: read error", path);
+        return sd_fail(err, errlen, "%s: read error", path);
     }
     *data = buf;
     *len = n;
@@ -250,7 +241,7 @@ int sd_image_load(const char *path, int want_channels, sd_image *out, char *err,
     int rc = sd_image_decode(data, len, want_channels, out, inner, sizeof inner);
     free(data);
     if (rc != 0)
-        return fail(err, errlen, "%s: %s", path, inner);
+        return sd_fail(err, errlen, "%s: %s", path, inner);
     return 0;
 }
 
@@ -264,7 +255,7 @@ int sd_image_encode_png(const sd_image *img, unsigned char **out, size_t *len, c
                         size_t errlen)
 {
     if (!image_ok(img) || !out || !len)
-        return fail(err, errlen, "PNG encode: invalid image");
+        return sd_fail(err, errlen, "PNG encode: invalid image");
     png_image png;
     memset(&png, 0, sizeof png);
     png.version = PNG_IMAGE_VERSION;
@@ -275,15 +266,15 @@ int sd_image_encode_png(const sd_image *img, unsigned char **out, size_t *len, c
                                       : PNG_FORMAT_RGBA;
     png_alloc_size_t size = 0;
     if (!png_image_write_to_memory(&png, NULL, &size, 0, img->pixels, 0, NULL))
-        return fail(err, errlen, "PNG encode: %s", png.message);
+        return sd_fail(err, errlen, "PNG encode: %s", png.message);
     unsigned char *buf = malloc(size ? size : 1);
     if (!buf) {
         png_image_free(&png);
-        return fail(err, errlen, "PNG encode: out of memory");
+        return sd_fail(err, errlen, "PNG encode: out of memory");
     }
     if (!png_image_write_to_memory(&png, buf, &size, 0, img->pixels, 0, NULL)) {
         free(buf);
-        return fail(err, errlen, "PNG encode: %s", png.message);
+        return sd_fail(err, errlen, "PNG encode: %s", png.message);
     }
     *out = buf;
     *len = size;
@@ -294,14 +285,14 @@ int sd_image_encode_webp(const sd_image *img, float quality, unsigned char **out
                          char *err, size_t errlen)
 {
     if (!image_ok(img) || img->channels == 1 || !out || !len)
-        return fail(err, errlen, "WebP encode: invalid image (RGB or RGBA needed)");
+        return sd_fail(err, errlen, "WebP encode: invalid image (RGB or RGBA needed)");
     if (img->width > WEBP_MAX_DIMENSION || img->height > WEBP_MAX_DIMENSION)
-        return fail(err, errlen, "WebP encode: %dx%d exceeds WebP's limit", img->width,
+        return sd_fail(err, errlen, "WebP encode: %dx%d exceeds WebP's limit", img->width,
                     img->height);
     WebPConfig config;
     WebPPicture pic;
     if (!WebPConfigInit(&config) || !WebPPictureInit(&pic))
-        return fail(err, errlen, "WebP encode: library version mismatch");
+        return sd_fail(err, errlen, "WebP encode: library version mismatch");
     if (quality < 0) {
         /* lossless, keeping the colour of fully transparent pixels too */
         config.lossless = 1;
@@ -318,7 +309,7 @@ int sd_image_encode_webp(const sd_image *img, float quality, unsigned char **out
                                 : WebPPictureImportRGBA(&pic, img->pixels, stride);
     if (!ok) {
         WebPPictureFree(&pic);
-        return fail(err, errlen, "WebP encode: out of memory");
+        return sd_fail(err, errlen, "WebP encode: out of memory");
     }
     WebPMemoryWriter writer;
     WebPMemoryWriterInit(&writer);
@@ -329,13 +320,13 @@ int sd_image_encode_webp(const sd_image *img, float quality, unsigned char **out
     WebPPictureFree(&pic);
     if (!ok || writer.size == 0) {
         WebPMemoryWriterClear(&writer);
-        return fail(err, errlen, "WebP encode failed (error %d)", code);
+        return sd_fail(err, errlen, "WebP encode failed (error %d)", code);
     }
     /* Hand back malloc memory so callers free() every buffer the same way. */
     unsigned char *buf = malloc(writer.size);
     if (!buf) {
         WebPMemoryWriterClear(&writer);
-        return fail(err, errlen, "WebP encode: out of memory");
+        return sd_fail(err, errlen, "WebP encode: out of memory");
     }
     memcpy(buf, writer.mem, writer.size);
     *out = buf;
@@ -359,20 +350,20 @@ int sd_image_save(const char *path, const sd_image *img, float webp_quality, cha
         rc = sd_image_encode_webp(img, webp_quality, &data, &len, inner, sizeof inner);
         break;
     default:
-        return fail(err, errlen, "%s: unknown image type (use .png or .webp)", path);
+        return sd_fail(err, errlen, "%s: unknown image type (use .png or .webp)", path);
     }
     if (rc != 0)
-        return fail(err, errlen, "%s: %s", path, inner);
+        return sd_fail(err, errlen, "%s: %s", path, inner);
     FILE *f = fopen(path, "wb");
     if (!f) {
         free(data);
-        return fail(err, errlen, "%s: %s", path, strerror(errno));
+        return sd_fail(err, errlen, "%s: %s", path, strerror(errno));
     }
     size_t put = fwrite(data, 1, len, f);
     int close_rc = fclose(f);
     free(data);
     if (put != len || close_rc != 0)
-        return fail(err, errlen, "%s: write failed", path);
+        return sd_fail(err, errlen, "%s: write failed", path);
     return 0;
 }
 
@@ -456,10 +447,10 @@ int sd_image_resize_lanczos(const sd_image *src, int width, int height, sd_image
                             char *err, size_t errlen)
 {
     if (!image_ok(src) || !out || !size_ok(width, height))
-        return fail(err, errlen, "resize: invalid image or size %dx%d", width, height);
+        return sd_fail(err, errlen, "resize: invalid image or size %dx%d", width, height);
     int c = src->channels;
     if (sd_image_alloc(out, width, height, c) != 0)
-        return fail(err, errlen, "resize: out of memory");
+        return sd_fail(err, errlen, "resize: out of memory");
     if (width == src->width && height == src->height) {
         memcpy(out->pixels, src->pixels, (size_t)width * (size_t)height * (size_t)c);
         return 0;
@@ -472,7 +463,7 @@ int sd_image_resize_lanczos(const sd_image *src, int width, int height, sd_image
         taps_free(&th);
         taps_free(&tv);
         sd_image_free(out);
-        return fail(err, errlen, "resize: out of memory");
+        return sd_fail(err, errlen, "resize: out of memory");
     }
     for (int y = 0; y < src->height; y++) {
         const unsigned char *row = src->pixels + (size_t)y * (size_t)src->width * (size_t)c;

@@ -1,6 +1,7 @@
 /* model_cache.c - open pipelines in host RAM, one shared backend whose
  * weight cache swaps them through VRAM (see model_cache.h). */
 #include "engine/model_cache.h"
+#include "error_text.h"
 
 #include <stdarg.h>
 #include <stdint.h>
@@ -36,16 +37,6 @@ struct sd_model_cache {
     sd_model_cache_stats st;
 };
 
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return -1;
-}
 
 static char *dup_or_null(const char *s)
 {
@@ -58,7 +49,7 @@ int sd_model_cache_create(const sd_model_cache_opts *o, sd_model_cache **out, ch
     *out = NULL;
     sd_model_cache *c = calloc(1, sizeof *c);
     if (!c)
-        return fail(err, errlen, "out of memory");
+        return sd_fail(err, errlen, "out of memory");
     c->o = *o;
     c->vocab = dup_or_null(o->vocab_path);
     c->data_dir = dup_or_null(o->data_dir);
@@ -83,7 +74,7 @@ int sd_model_cache_create(const sd_model_cache_opts *o, sd_model_cache **out, ch
         c->be_owned = true;
         if (o->cuda_graphs && sd_backend_is_cuda(c->be) &&
             sd_backend_cuda_set_graphs(c->be, true) != 0) {
-            fail(err, errlen, "%s", sd_backend_error(c->be));
+            sd_fail(err, errlen, "%s", sd_backend_error(c->be));
             sd_model_cache_destroy(c);
             return -1;
         }
@@ -97,7 +88,7 @@ int sd_model_cache_create(const sd_model_cache_opts *o, sd_model_cache **out, ch
             budget = m.device_total > 2 * reserve ? m.device_total - reserve : m.device_total / 2;
         }
         if (budget && sd_backend_cuda_set_vram_budget(c->be, budget) != 0) {
-            fail(err, errlen, "%s", sd_backend_error(c->be));
+            sd_fail(err, errlen, "%s", sd_backend_error(c->be));
             sd_model_cache_destroy(c);
             return -1;
         }
@@ -199,7 +190,7 @@ int sd_model_cache_get(sd_model_cache *c, const char *model_path, const char *co
         free(e->path);
         free(e->config);
         memset(e, 0, sizeof *e);
-        return fail(err, errlen, "out of memory");
+        return sd_fail(err, errlen, "out of memory");
     }
     const sd_model_file *f = sd_pipeline_file(e->pipe);
     tensor_span(f, &e->lo, &e->hi);

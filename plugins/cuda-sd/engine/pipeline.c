@@ -9,6 +9,7 @@
  *      sampler over the CFG denoiser;
  *   4. VAE decode, 8-bit pixels. */
 #include "pipeline.h"
+#include "error_text.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -66,16 +67,6 @@ struct sd_pipeline {
     sd_pipeline_memory last_memory;
 };
 
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return -1;
-}
 
 /* ---- device weights between phases (sd_offload) --------------------------------- */
 
@@ -217,7 +208,7 @@ int sd_pipeline_load(const sd_pipeline_opts *o, sd_pipeline **out, char *err, si
 {
     *out = NULL;
     if (!o || !o->model_path)
-        return fail(err, errlen, "no model file given");
+        return sd_fail(err, errlen, "no model file given");
     /* NULL stays the CPU (the engine's tests rely on it); "auto" probes */
     sd_backend_choice choice;
     if (o->shared_backend) {
@@ -230,7 +221,7 @@ int sd_pipeline_load(const sd_pipeline_opts *o, sd_pipeline **out, char *err, si
     bool cuda = strcmp(choice.name, "cuda") == 0;
     sd_pipeline *p = calloc(1, sizeof *p);
     if (!p)
-        return fail(err, errlen, "out of memory");
+        return sd_fail(err, errlen, "out of memory");
     p->choice = choice;
     p->vae_tile_above = o->vae_tile_above;
     char vocab[4096];
@@ -256,7 +247,7 @@ int sd_pipeline_load(const sd_pipeline_opts *o, sd_pipeline **out, char *err, si
                      ? (o->offload > SD_OFFLOAD_SEQUENTIAL ? SD_OFFLOAD_SEQUENTIAL : o->offload)
                      : SD_OFFLOAD_NONE;
     if (p->offload != SD_OFFLOAD_NONE && net_ranges(p) != 0) {
-        fail(err, errlen, "out of memory");
+        sd_fail(err, errlen, "out of memory");
         goto fail;
     }
     if (sd_text_encoder_create(p->file, &p->fam, p->be, &p->te, err, errlen) != 0 ||
@@ -366,7 +357,7 @@ static int encode_prompt(sd_pipeline *p, const char *text, int clip_skip, cond *
     int rc = -1;
     float *empty = NULL;
     if (!out->ctx) {
-        fail(err, errlen, "out of memory");
+        sd_fail(err, errlen, "out of memory");
         goto out;
     }
     if (sd_text_encode(p->te, ch.ids, n, clip_skip, out->ctx, err, errlen) != 0)
@@ -376,7 +367,7 @@ static int encode_prompt(sd_pipeline *p, const char *text, int clip_skip, cond *
         empty = malloc(sizeof(float) * SD_TOKEN_CONTEXT * (size_t)dim);
         if (!empty || sd_tokenize_weighted(p->tok, "", form, &e, err, errlen) != 0) {
             if (!empty)
-                fail(err, errlen, "out of memory");
+                sd_fail(err, errlen, "out of memory");
             goto out;
         }
         int erc = sd_text_encode(p->te, e.ids, SD_TOKEN_CONTEXT, clip_skip, empty, err, errlen);
@@ -420,7 +411,7 @@ static int equalize(cond *a, cond *b, int dim, char *err, size_t errlen)
             continue;
         float *r = malloc(sizeof(float) * (size_t)l * (size_t)dim);
         if (!r)
-            return fail(err, errlen, "out of memory");
+            return sd_fail(err, errlen, "out of memory");
         for (int k = 0; k < l / c->tokens; k++)
             memcpy(r + (size_t)k * c->tokens * dim, c->ctx, sizeof(float) * c->tokens * dim);
         free(c->ctx);
@@ -586,12 +577,12 @@ static int run_pass(sd_pipeline *p, const sd_job *job, const sd_schedule *sch, c
     int ns = sd_sampler_sigmas(sch, job->sampler, job->scheduler, ps->steps, ps->denoise, sigmas,
                                (int)(sizeof sigmas / sizeof sigmas[0]));
     if (ns < 0)
-        return fail(err, errlen, "cannot build a sigma list for %d steps", ps->steps);
+        return sd_fail(err, errlen, "cannot build a sigma list for %d steps", ps->steps);
 
     float *noise = malloc(sizeof(float) * numel);
     float *blend_noise = NULL;
     if (!noise)
-        return fail(err, errlen, "out of memory");
+        return sd_fail(err, errlen, "out of memory");
     sd_rng main_rng, anc_rng;
     sd_rng_seed(&main_rng, job->seed, SD_RNG_MATH_AVX2);
     sd_rng_randn(&main_rng, noise, numel);
@@ -630,7 +621,7 @@ static int run_pass(sd_pipeline *p, const sd_job *job, const sd_schedule *sch, c
         blend_noise = malloc(sizeof(float) * numel);
         if (!blend_noise) {
             free(noise);
-            return fail(err, errlen, "out of memory");
+            return sd_fail(err, errlen, "out of memory");
         }
         sd_rng r;
         sd_rng_seed(&r, job->seed + 1, SD_RNG_MATH_AVX2);
@@ -665,7 +656,7 @@ static int run_pass(sd_pipeline *p, const sd_job *job, const sd_schedule *sch, c
     d.t = malloc(sizeof(float) * (size_t)B);
     int rc;
     if (!d.x_in || !d.unet_in || !d.unet_out || !d.ctx || !d.t) {
-        rc = fail(err, errlen, "out of memory");
+        rc = sd_fail(err, errlen, "out of memory");
     } else {
         sd_sample_opts so = {.conventions = job->conventions,
                              .denoise = cfg_denoise,
@@ -677,7 +668,7 @@ static int run_pass(sd_pipeline *p, const sd_job *job, const sd_schedule *sch, c
         char serr[256] = "";
         rc = sd_sample(job->sampler, &so, sigmas, ns, x_out, numel, serr, sizeof serr);
         if (rc != 0 && d.rc == 0) /* the sampler's own error */
-            fail(err, errlen, "%s", serr);
+            sd_fail(err, errlen, "%s", serr);
         else if (rc != 0)
             rc = d.rc;
         /* diffusers DDIM ends at sigma_0 > 0: back to its own variable */
@@ -745,7 +736,7 @@ static float *pixel_mask(const sd_job *job, int W, int H, bool required, char *e
     sd_image gray = {0}, sized = {0};
     float *m = malloc(sizeof(float) * (size_t)W * (size_t)H);
     if (!m) {
-        *rc = fail(err, errlen, "out of memory");
+        *rc = sd_fail(err, errlen, "out of memory");
         return NULL;
     }
     if (job->mask) {
@@ -761,7 +752,7 @@ static float *pixel_mask(const sd_job *job, int W, int H, bool required, char *e
         sd_image alpha;
         if (sd_image_alloc(&alpha, job->init->width, job->init->height, 1) != 0) {
             free(m);
-            *rc = fail(err, errlen, "out of memory");
+            *rc = sd_fail(err, errlen, "out of memory");
             return NULL;
         }
         size_t np = (size_t)alpha.width * (size_t)alpha.height;
@@ -805,7 +796,7 @@ static int prepare_sources(sd_pipeline *p, const sd_job *job, sd_job_kind kind, 
          * ComfyUI's blank masked-image latent */
         s->concat = malloc(sizeof(float) * (size_t)n * 5 * plane);
         if (!s->concat)
-            return fail(err, errlen, "out of memory");
+            return sd_fail(err, errlen, "out of memory");
         for (int b = 0; b < n; b++) {
             float *c = s->concat + (size_t)b * 5 * plane;
             for (size_t i = 0; i < plane; i++)
@@ -818,7 +809,7 @@ static int prepare_sources(sd_pipeline *p, const sd_job *job, sd_job_kind kind, 
     }
 
     if (!job->init)
-        return fail(err, errlen, "%s needs an init image",
+        return sd_fail(err, errlen, "%s needs an init image",
                     kind == SD_JOB_INPAINT ? "inpaint" : "img2img");
     if (sd_image_convert(job->init, 3, &rgb, err, errlen) != 0 ||
         sd_image_resize_lanczos(&rgb, W, H, &sized, err, errlen) != 0)
@@ -826,7 +817,7 @@ static int prepare_sources(sd_pipeline *p, const sd_job *job, sd_job_kind kind, 
     img = malloc(sizeof(float) * 3 * hw);
     s->latent = malloc(sizeof(float) * (size_t)n * 4 * plane);
     if (!img || !s->latent) {
-        fail(err, errlen, "out of memory");
+        sd_fail(err, errlen, "out of memory");
         goto out;
     }
     sd_image_to_tensor(&sized, img);
@@ -845,7 +836,7 @@ static int prepare_sources(sd_pipeline *p, const sd_job *job, sd_job_kind kind, 
         }
         grown = malloc(sizeof(float) * hw);
         if (!grown) {
-            fail(err, errlen, "out of memory");
+            sd_fail(err, errlen, "out of memory");
             goto out;
         }
         sd_mask_grow(pmask, H, W, 6, grown);
@@ -858,7 +849,7 @@ static int prepare_sources(sd_pipeline *p, const sd_job *job, sd_job_kind kind, 
     if (pmask) {
         s->mask = malloc(sizeof(float) * plane);
         if (!s->mask) {
-            fail(err, errlen, "out of memory");
+            sd_fail(err, errlen, "out of memory");
             goto out;
         }
         sd_resize_bilinear(pmask, 1, 1, H, W, lh, lw, s->mask);
@@ -866,7 +857,7 @@ static int prepare_sources(sd_pipeline *p, const sd_job *job, sd_job_kind kind, 
     if (p->fam.inpainting) {
         s->concat = malloc(sizeof(float) * (size_t)n * 5 * plane);
         if (!s->concat) {
-            fail(err, errlen, "out of memory");
+            sd_fail(err, errlen, "out of memory");
             goto out;
         }
         for (int b = 0; b < n; b++) {
@@ -899,7 +890,7 @@ static int decode(sd_pipeline *p, const sd_job *job, const float *latents, int l
     float *pix = malloc(sizeof(float) * 3 * (size_t)H * (size_t)W);
     int rc = 0;
     if (!z || !pix) {
-        rc = fail(err, errlen, "out of memory");
+        rc = sd_fail(err, errlen, "out of memory");
         goto out;
     }
     sd_pixel_rounding r =
@@ -923,7 +914,7 @@ static int decode(sd_pipeline *p, const sd_job *job, const float *latents, int l
                 if (!isfinite(pix[k]))
                     pix[k] = 0.0f;
         if (sd_image_alloc(&images[b], W, H, 3) != 0) {
-            rc = fail(err, errlen, "out of memory");
+            rc = sd_fail(err, errlen, "out of memory");
             break;
         }
         sd_tensor_to_rgb(pix, H, W, r, images[b].pixels);
@@ -939,31 +930,31 @@ out:
 static int check_job(const sd_pipeline *p, const sd_job *job, char *err, size_t errlen)
 {
     if (!job->prompt)
-        return fail(err, errlen, "no prompt");
+        return sd_fail(err, errlen, "no prompt");
     if (job->steps < 1 || job->steps > 1000)
-        return fail(err, errlen, "steps %d is outside 1..1000", job->steps);
+        return sd_fail(err, errlen, "steps %d is outside 1..1000", job->steps);
     if (job->width < 64 || job->height < 64 || job->width % 8 || job->height % 8 ||
         job->width > 8192 || job->height > 8192)
-        return fail(err, errlen, "size %dx%d: sides must be multiples of 8 in 64..8192",
+        return sd_fail(err, errlen, "size %dx%d: sides must be multiples of 8 in 64..8192",
                     job->width, job->height);
     if (job->n_images < 1 || job->n_images > 100)
-        return fail(err, errlen, "n %d is outside 1..100", job->n_images);
+        return sd_fail(err, errlen, "n %d is outside 1..100", job->n_images);
     if ((unsigned)job->sampler >= SD_SAMPLER_COUNT)
-        return fail(err, errlen, "unknown sampler");
+        return sd_fail(err, errlen, "unknown sampler");
     if (job->kind != SD_JOB_TXT2IMG && !job->init)
-        return fail(err, errlen, "img2img/inpaint need an init image");
+        return sd_fail(err, errlen, "img2img/inpaint need an init image");
     if (job->kind != SD_JOB_TXT2IMG && !(job->denoise > 0.0 && job->denoise <= 1.0))
-        return fail(err, errlen, "denoise %.3f is outside (0, 1]", job->denoise);
+        return sd_fail(err, errlen, "denoise %.3f is outside (0, 1]", job->denoise);
     int layers = sd_text_encoder_layers(p->te);
     if (job->clip_skip < 0 || job->clip_skip > layers)
-        return fail(err, errlen, "clip_skip %d is outside 1..%d", job->clip_skip, layers);
+        return sd_fail(err, errlen, "clip_skip %d is outside 1..%d", job->clip_skip, layers);
     return 0;
 }
 
 int sd_generate(sd_pipeline *p, const sd_job *job, sd_image *images, char *err, size_t errlen)
 {
     if (!p || !job || !images)
-        return fail(err, errlen, "sd_generate: missing argument");
+        return sd_fail(err, errlen, "sd_generate: missing argument");
     if (check_job(p, job, err, errlen) != 0)
         return -1;
     for (int i = 0; i < job->n_images; i++)
@@ -1020,7 +1011,7 @@ int sd_generate(sd_pipeline *p, const sd_job *job, sd_image *images, char *err, 
     int lh1 = H1 / 8, lw1 = W1 / 8;
     lat1 = malloc(sizeof(float) * (size_t)job->n_images * 4 * (size_t)lh1 * (size_t)lw1);
     if (!lat1) {
-        fail(err, errlen, "out of memory");
+        sd_fail(err, errlen, "out of memory");
         goto out;
     }
     pass p1 = {.lh = lh1,
@@ -1046,7 +1037,7 @@ int sd_generate(sd_pipeline *p, const sd_job *job, sd_image *images, char *err, 
         float *up = malloc(sizeof(float) * numel2);
         if (!lat2 || !up) {
             free(up);
-            rc = fail(err, errlen, "out of memory");
+            rc = sd_fail(err, errlen, "out of memory");
             goto out;
         }
         sd_resize_nearest_exact(lat1, job->n_images, 4, lh1, lw1, lh, lw, up);
