@@ -122,7 +122,7 @@ test: deps
 
 # AddressSanitizer + UBSan over the same suite, in its own build folder.
 check-asan: deps
-	@$(MAKE) --no-print-directory check BUILD=build/asan OPT=-O1 \
+	@$(MAKE) --no-print-directory check BUILD=build-asan OPT=-O1 \
 	    SANITIZE="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined"
 
 run: deps all
@@ -143,4 +143,4 @@ install: all
 bench: deps all $(BENCH_TARGETS)
 
 clean:
-	rm -rf build
+	rm -rf build build-asan
