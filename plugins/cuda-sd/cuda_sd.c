@@ -38,6 +38,13 @@ static const hn_conf_spec cuda_sd_schema[] = {
     {"cuda_graphs", HN_CONF_BOOL, offsetof(cuda_sd_conf, cuda_graphs), "true", 0, 0, 0,
      "CUDA: run each UNet step as one CUDA graph (captured once per prompt and size; "
      "falls back to op-by-op launches if capture fails)"},
+    {"cuda_conv_implicit", HN_CONF_BOOL, offsetof(cuda_sd_conf, cuda_conv_implicit), "false", 0,
+     0, 0,
+     "CUDA: run the fp16 convolutions as an implicit GEMM on tensor cores instead of im2col + "
+     "cuBLAS (no patch matrix: a smaller scratch); off until measured on a GPU"},
+    {"cuda_vae_bf16", HN_CONF_BOOL, offsetof(cuda_sd_conf, cuda_vae_bf16), "false", 0, 0, 0,
+     "CUDA: run the VAE's convolutions and linears in bf16 instead of TF32 (half the VAE's "
+     "weight memory, about 10x the error)"},
     HN_CONF_END,
 };
 

@@ -27,6 +27,8 @@ typedef struct cuda_sd_conf {
     long long models_in_ram;  /* models kept open (engine/model_cache.h) */
     long long cuda_offload;   /* sd_offload: 0 none, 1 encoders, 2 sequential */
     bool cuda_graphs;         /* CUDA graphs of the UNet step */
+    bool cuda_conv_implicit;  /* implicit-GEMM convolutions (no im2col) */
+    bool cuda_vae_bf16;       /* the VAE's GEMMs in bf16 instead of TF32 */
 } cuda_sd_conf;
 
 typedef struct cuda_sd {

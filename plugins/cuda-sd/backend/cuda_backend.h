@@ -20,7 +20,14 @@
  * (SD_CUDA_PREC_AUTO/F16); attention keeps scores and softmax in float32. In
  * AUTO mode the VAE's weights (names under first_stage_model., encoder.,
  * decoder., quant_conv., post_quant_conv.) run in TF32 with float32 weights
- * instead, because the VAE overflows fp16.
+ * instead, because the VAE overflows fp16. SD_CUDA_PREC_AUTO_VAE_BF16
+ * (opt-in) runs the VAE's GEMMs in bf16 instead: bf16 weights on the device
+ * (half the VAE's weight memory) and bf16-rounded inputs, float32
+ * accumulation and outputs; bf16 has float32's range, so no overflow, but
+ * 8 significant bits: about 10x the TF32 VAE's error (0.02-0.045 on the tiny
+ * golden VAEs, over their 1e-2 AUTO tolerance), hence not the default.
+ * GroupNorm statistics, element-wise math and the VAE's one-head attention
+ * (TF32) stay as in AUTO.
  */
 #ifndef SD_BACKEND_CUDA_BACKEND_H
 #define SD_BACKEND_CUDA_BACKEND_H
@@ -38,7 +45,9 @@ typedef enum {
     SD_CUDA_PREC_AUTO = 0,  /* fp16 tensor cores; the VAE in TF32 */
     SD_CUDA_PREC_F16,       /* fp16 everywhere (VAE too) */
     SD_CUDA_PREC_TF32,      /* float32 weights, TF32 tensor cores */
-    SD_CUDA_PREC_F32        /* plain float32 math (reference, slow) */
+    SD_CUDA_PREC_F32,       /* plain float32 math (reference, slow) */
+    SD_CUDA_PREC_AUTO_VAE_BF16  /* fp16 tensor cores; the VAE's GEMMs in bf16
+                                   with bf16 weights (opt-in, see above) */
 } sd_cuda_precision;
 
 typedef struct sd_cuda_options {
@@ -53,6 +62,10 @@ typedef struct sd_cuda_options {
     bool graphs;                 /* CUDA graphs for passes run through
                                     sd_backend_cuda_graph_run (the UNet
                                     step); default off */
+    bool conv_implicit;          /* (API version 4) fp16 convolutions as an
+                                    implicit GEMM on tensor cores, without
+                                    the im2col patch matrix; default off
+                                    (im2col + cuBLAS) */
 } sd_cuda_options;
 
 typedef struct sd_cuda_info {
@@ -85,6 +98,8 @@ typedef struct sd_cuda_memory {
     unsigned long long graph_eager;      /* passes run op by op with graphs
                                             on (capture refused or failed,
                                             or the emulation) */
+    unsigned long long conv_implicit_calls; /* convolutions run by the
+                                            implicit-GEMM kernel (API 4) */
 } sd_cuda_memory;
 
 /* Loads the library and asks the CUDA runtime for devices. Returns 0 when a
@@ -167,11 +182,19 @@ void sd_backend_cuda_graph_free(sd_backend *be, sd_cuda_graph *slot);
  * previous limit. A scratch already larger is freed. 0 or -1. */
 int sd_backend_cuda_set_workspace_limit(sd_backend *be, size_t bytes, size_t *old);
 
+/* ---- implicit-GEMM convolutions (API version 4) ----
+ * Turns the implicit-GEMM convolution on or off for the convolutions
+ * queued from now on: fp16 weights (AUTO/F16, not the VAE in AUTO), Cin a
+ * multiple of 8, anything but 1x1 stride-1 unpadded (those are plain
+ * GEMMs already); other convolutions keep im2col + cuBLAS. Off: im2col
+ * for all. 0 or -1. */
+int sd_backend_cuda_set_conv_implicit(sd_backend *be, bool on);
+
 /* ---- the library's side (backend/cuda/, loader-private) ------------------ */
 
 /* The library exports one symbol, SD_CUDA_API_SYMBOL, a function returning
  * this table; the loader checks version and struct sizes before use. */
-#define SD_CUDA_API_VERSION 3
+#define SD_CUDA_API_VERSION 4
 #define SD_CUDA_API_SYMBOL "hn_sd_cuda_api"
 #define SD_CUDA_LIB_NAME "libhn-sd-cuda.so"
 
@@ -196,6 +219,8 @@ typedef struct sd_cuda_api {
     int (*graph_run)(sd_backend *be, sd_cuda_graph **slot, int (*fn)(void *ud), void *ud);
     void (*graph_free)(sd_backend *be, sd_cuda_graph *slot);
     int (*set_workspace_limit)(sd_backend *be, size_t bytes, size_t *old);
+    /* ---- version 4 ---- */
+    int (*set_conv_implicit)(sd_backend *be, bool on);
 } sd_cuda_api;
 
 typedef const sd_cuda_api *(*sd_cuda_api_fn)(void);

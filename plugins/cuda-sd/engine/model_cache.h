@@ -48,6 +48,10 @@ typedef struct sd_model_cache_opts {
     int offload;              /* as sd_pipeline_opts (sd_offload) */
     bool cuda_graphs;         /* CUDA graphs of the UNet step on the cache's
                                  own backend (not use_backend); default off */
+    bool cuda_conv_implicit;  /* implicit-GEMM convolutions on the cache's
+                                 own backend (not use_backend); default off */
+    bool cuda_vae_bf16;       /* the VAE in bf16 on the cache's own backend
+                                 (as sd_pipeline_opts); default off */
 } sd_model_cache_opts;
 
 typedef struct sd_model_cache_stats {

@@ -232,7 +232,11 @@ int sd_pipeline_load(const sd_pipeline_opts *o, sd_pipeline **out, char *err, si
     if (o->shared_backend) {
         p->be = o->shared_backend;
     } else {
-        sd_cuda_options co = {0, SD_CUDA_PREC_AUTO, 0, NULL, 0, o->cuda_graphs};
+        sd_cuda_options co = {
+            .precision = o->cuda_vae_bf16 ? SD_CUDA_PREC_AUTO_VAE_BF16 : SD_CUDA_PREC_AUTO,
+            .graphs = o->cuda_graphs,
+            .conv_implicit = o->cuda_conv_implicit,
+        };
         p->be = cuda ? sd_backend_cuda_create(&co, err, errlen)
                      : sd_backend_cpu_create(o->threads, err, errlen);
         p->be_owned = p->be != NULL;

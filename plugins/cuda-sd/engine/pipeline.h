@@ -81,6 +81,14 @@ typedef struct sd_pipeline_opts {
     bool cuda_graphs;        /* CUDA, own backend (not shared_backend): run
                                 the UNet step as a CUDA graph (unet.h,
                                 sd_backend_cuda_set_graphs); default off */
+    bool cuda_conv_implicit; /* CUDA, own backend: fp16 convolutions as an
+                                implicit GEMM without im2col patches
+                                (sd_backend_cuda_set_conv_implicit);
+                                default off */
+    bool cuda_vae_bf16;      /* CUDA, own backend: the VAE's GEMMs in bf16
+                                (SD_CUDA_PREC_AUTO_VAE_BF16: half the VAE's
+                                weight memory, ~10x TF32's error) instead of
+                                TF32; default off */
     bool phase_memory;       /* CUDA: record the device memory peak of each
                                 phase (sd_pipeline_last_memory); restarts
                                 the backend's high-water marks

@@ -15,7 +15,8 @@
  *   - when a whole decode fails for lack of device memory.
  *
  * NaN check: a result with a NaN or Inf (fp16 overflow) is decoded again in
- * a stricter precision on CUDA (F16 -> TF32, AUTO/TF32 -> F32), then the
+ * a stricter precision on CUDA (F16 -> TF32; AUTO, AUTO_VAE_BF16 and TF32
+ * -> F32), then the
  * backend's precision is restored. The CPU computes in float32 already and
  * has nothing stricter. Whatever stays non-finite is reported
  * (info.nan_left); the pipeline turns it into 0 (grey).

@@ -14,7 +14,8 @@
  * Each CUDA build is checked in two precisions: AUTO (fp16 tensor-core
  * GEMMs, flash attention; fp16 tolerances, ~5e-3 of the output's largest
  * magnitude) and F32 (plain float32 GEMMs and attention: 2e-5), with weight
- * names that select both of AUTO's paths (UNet-like fp16, VAE-like TF32).
+ * names that select both of AUTO's paths (UNet-like fp16, VAE-like TF32);
+ * the VAE's bf16 path (SD_CUDA_PREC_AUTO_VAE_BF16) on a backend of its own.
  */
 #include "cuda_fixture.h"
 
@@ -161,7 +162,8 @@ static void test_missing_library(void **state)
 {
     (void)state;
     char err[512] = "";
-    sd_cuda_options opt = { 0, SD_CUDA_PREC_AUTO, 0, "/nonexistent/libhn-sd-cuda.so", 0, false };
+    sd_cuda_options opt = { 0, SD_CUDA_PREC_AUTO, 0, "/nonexistent/libhn-sd-cuda.so",
+                            0, false, false };
     assert_null(sd_backend_cuda_create(&opt, err, sizeof err));
     assert_non_null(strstr(err, "nonexistent"));
     assert_int_equal(sd_cuda_probe("/nonexistent/libhn-sd-cuda.so", NULL, err, sizeof err), -1);
@@ -251,6 +253,243 @@ static void test_conv2d(void **state)
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) run_conv(f, &cases[i]);
 }
 
+/* ---- implicit-GEMM convolution (API version 4, conv_igemm.cu) ------------------ */
+
+/* Implicit GEMM vs im2col: the same fp16-rounded operands summed in
+ * float32 in another order. 2e-5 of the largest value on the emulation
+ * (IEEE float sums); 2e-4 on a GPU, whose tensor cores align the addends
+ * of their float32 sums with less rounding care (still 20x under the fp16
+ * tolerance: a wrong tap or channel costs O(1)). */
+static double same_sums_tol(const fixture *f)
+{
+    return strcmp(f->label, "cuda-emu") == 0 ? 2e-5 : 2e-4;
+}
+
+static unsigned long long implicit_calls(sd_backend *be)
+{
+    sd_cuda_memory m;
+    assert_int_equal(sd_backend_cuda_memory(be, &m, false), 0);
+    return m.conv_implicit_calls;
+}
+
+/* One conv on be with conv_implicit on or off (be's setting restored to
+ * off); in_place: the residual is the output tensor itself (the VAE's
+ * ResnetBlocks add into x). Returns the downloaded output. */
+static float *conv_on(sd_backend *be, const conv_case *cc, const test_weight *w,
+                      const test_weight *b, const float *xin, const float *res, bool implicit,
+                      bool in_place)
+{
+    int oh = sd_conv_out_size(cc->h, cc->k, cc->p.stride, cc->p.pad_top, cc->p.pad_bottom);
+    int ow = sd_conv_out_size(cc->w, cc->k, cc->p.stride, cc->p.pad_left, cc->p.pad_right);
+    assert_int_equal(sd_backend_cuda_set_conv_implicit(be, implicit), 0);
+    sd_tensor x = tensor_from(be, cc->n, cc->h, cc->w, cc->cin, xin);
+    sd_tensor r = tensor_from(be, cc->n, oh, ow, cc->cout, res);
+    sd_tensor o = in_place ? r : tensor_from(be, cc->n, oh, ow, cc->cout, NULL);
+    if (sd_conv2d(be, &x, &w->info, b ? &b->info : NULL, &cc->p,
+                  cc->residual || in_place ? &r : NULL, &o))
+        fail_msg("cuda conv: %s", sd_backend_error(be));
+    float *got = tensor_get(be, &o);
+    assert_int_equal(sd_backend_cuda_set_conv_implicit(be, false), 0);
+    sd_tensor_free(be, &x);
+    sd_tensor_free(be, &r);
+    if (!in_place) sd_tensor_free(be, &o);
+    return got;
+}
+
+/* The implicit-GEMM convolution against the CPU backend (fp16 tolerance)
+ * and against the im2col path of the same backend (which rounds the same
+ * fp16 inputs and weights and also accumulates in float32: only the order
+ * of the sums differs, same_sums_tol). The cases pick every
+ * block shape and the split-K path on the emulation (4 SMs; ig_pick in
+ * conv_igemm.cu), cover Cout that is not a multiple of the block (40, 72),
+ * M that is not (126, 30, 40 rows), Cin 8 and 16 (a K step of 32 spans
+ * 4 and 2 taps), 32, 64 and 320, stride 2, the VAE's asymmetric padding,
+ * circular padding, 1x1 stride 2, bias and residual each on and off,
+ * batch 2, and the residual being the output. The implicit path must run
+ * (conv_implicit_calls + 1) where it applies and leave the others to
+ * im2col bit for bit: Cin 4 (UNet conv_in), a VAE weight (not fp16 in AUTO),
+ * the F32 backend, and an fp16 input copy larger than the workspace. */
+static void test_conv_implicit(void **state)
+{
+    fixture *f = *state;
+    NEED_CUDA(f);
+    const char *unet = "model.diffusion_model.input_blocks.1.0.in_layers.2.weight";
+    const char *vae = "first_stage_model.decoder.up.1.block.0.conv1.weight";
+    const sd_conv_params same = { 1, 1, 1, 1, 1, SD_PAD_ZEROS };
+    const struct {
+        conv_case cc;
+        bool applies, in_place;
+    } cases[] = {
+        /* 64x64 blocks, M 126 and Cout 40 not whole blocks */
+        { { 2, 9, 7, 32, 40, 3, same, true, true, SD_DTYPE_F16, unet }, true, false },
+        /* 128x160 blocks (Cout 160: SD's channel counts are multiples of 160) */
+        { { 2, 16, 16, 32, 160, 3, same, true, true, SD_DTYPE_F16, unet }, true, false },
+        /* 128x160 blocks, K split in 2 (two blocks for 4 SMs), the residual
+         * being the output, BF16 weights */
+        { { 1, 8, 8, 64, 320, 3, same, true, true, SD_DTYPE_BF16, unet }, true, true },
+        /* 128x128 blocks (M 512, Cout 128), no residual */
+        { { 2, 16, 16, 32, 128, 3, same, true, false, SD_DTYPE_F16, unet }, true, false },
+        /* 128x64 blocks (Cout 64), Cin 64, no bias */
+        { { 2, 16, 16, 64, 64, 3, same, false, true, SD_DTYPE_F16, unet }, true, false },
+        /* Cin 320 (90 K steps, split in 2), Cout 72: two blocks, the second partial */
+        { { 1, 6, 5, 320, 72, 3, same, true, true, SD_DTYPE_F16, unet }, true, false },
+        /* UNet downsample: stride 2, pad 1, batch 2; neither bias nor residual */
+        { { 2, 9, 8, 32, 32, 3, { 2, 1, 1, 1, 1, SD_PAD_ZEROS }, false, false, SD_DTYPE_F16,
+            unet }, true, false },
+        /* the VAE's downsample geometry: pad right/bottom only, stride 2; Cin 16 */
+        { { 1, 8, 8, 16, 24, 3, { 2, 0, 0, 1, 1, SD_PAD_ZEROS }, true, false, SD_DTYPE_F16,
+            unet }, true, false },
+        /* padding that differs on every side (top 2, left 0, bottom 1, right 2) */
+        { { 1, 7, 9, 16, 8, 3, { 1, 2, 0, 1, 2, SD_PAD_ZEROS }, true, true, SD_DTYPE_F16, unet },
+          true, false },
+        /* circular padding (tiling), Cin 8: a K step spans 4 taps */
+        { { 1, 6, 5, 8, 16, 3, { 1, 1, 1, 1, 1, SD_PAD_CIRCULAR }, true, true, SD_DTYPE_F16,
+            unet }, true, false },
+        /* circular with stride 2 and an odd Cout */
+        { { 2, 7, 6, 16, 13, 3, { 2, 1, 1, 1, 1, SD_PAD_CIRCULAR }, true, false, SD_DTYPE_F16,
+            unet }, true, false },
+        /* 1x1 stride 2 (a strided plain GEMM), F32 weights converted to fp16 */
+        { { 2, 8, 8, 16, 24, 1, { 2, 0, 0, 0, 0, SD_PAD_ZEROS }, true, false, SD_DTYPE_F32,
+            unet }, true, false },
+        /* the residual is the output (added in place, no split), BF16 weights */
+        { { 1, 9, 7, 32, 32, 3, same, true, true, SD_DTYPE_BF16, unet }, true, true },
+        /* not applicable: Cin 4 (conv_in), a VAE weight (not fp16 in AUTO) */
+        { { 2, 8, 8, 4, 32, 3, same, true, true, SD_DTYPE_F16, unet }, false, false },
+        { { 1, 8, 8, 32, 16, 3, same, true, true, SD_DTYPE_F16, vae }, false, false },
+    };
+    for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
+        const conv_case *cc = &cases[ci].cc;
+        const bool in_place = cases[ci].in_place;
+        int64_t wshape[4] = { cc->cout, cc->cin, cc->k, cc->k };
+        test_weight *w = weight_new(cc->name, cc->dt, 4, wshape, 0.3f);
+        test_weight *b = cc->bias ? weight_1d("b", cc->dt, cc->cout, 0.5f) : NULL;
+        int oh = sd_conv_out_size(cc->h, cc->k, cc->p.stride, cc->p.pad_top, cc->p.pad_bottom);
+        int ow = sd_conv_out_size(cc->w, cc->k, cc->p.stride, cc->p.pad_left, cc->p.pad_right);
+        size_t nin = (size_t)cc->n * cc->h * cc->w * cc->cin;
+        size_t nout = (size_t)cc->n * oh * ow * cc->cout;
+        float *xin = rand_vec(nin, 1.0f), *res = rand_vec(nout, 1.0f);
+        const bool with_res = cc->residual || in_place;
+
+        sd_tensor x = tensor_from(f->cpu, cc->n, cc->h, cc->w, cc->cin, xin);
+        sd_tensor r = tensor_from(f->cpu, cc->n, oh, ow, cc->cout, res);
+        sd_tensor o = tensor_from(f->cpu, cc->n, oh, ow, cc->cout, NULL);
+        if (sd_conv2d(f->cpu, &x, &w->info, b ? &b->info : NULL, &cc->p, with_res ? &r : NULL,
+                      &o))
+            fail_msg("cpu conv: %s", sd_backend_error(f->cpu));
+        float *want = tensor_get(f->cpu, &o);
+        sd_tensor_free(f->cpu, &x);
+        sd_tensor_free(f->cpu, &r);
+        sd_tensor_free(f->cpu, &o);
+
+        char what[300];
+        snprintf(what, sizeof what,
+                 "%s implicit conv case %zu: %dx%dx%d k%d s%d pad %d,%d,%d,%d%s cin %d cout %d",
+                 f->label, ci, cc->n, cc->h, cc->w, cc->k, cc->p.stride, cc->p.pad_top,
+                 cc->p.pad_left, cc->p.pad_bottom, cc->p.pad_right,
+                 cc->p.pad_mode == SD_PAD_CIRCULAR ? " circular" : "", cc->cin, cc->cout);
+        sd_backend *be = f->cuda[PREC_AUTO];
+        float *im2col = conv_on(be, cc, w, b, xin, res, false, in_place);
+        const unsigned long long calls = implicit_calls(be);
+        float *got = conv_on(be, cc, w, b, xin, res, true, in_place);
+        const unsigned long long ran = implicit_calls(be) - calls;
+        if (ran != (cases[ci].applies ? 1u : 0u))
+            fail_msg("%s: the implicit path ran %llu times", what, ran);
+        check_close(got, want, nout, 4e-3, what);
+        if (cases[ci].applies) check_close(got, im2col, nout, same_sums_tol(f), what);
+        else assert_memory_equal(got, im2col, nout * sizeof *got);
+        free(got);
+        free(im2col);
+        if (ci == 0) {
+            /* the F32 backend: float32 GEMMs, the switch changes nothing */
+            sd_backend *be32 = f->cuda[PREC_F32];
+            const unsigned long long c32 = implicit_calls(be32);
+            float *a = conv_on(be32, cc, w, b, xin, res, false, in_place);
+            float *bb = conv_on(be32, cc, w, b, xin, res, true, in_place);
+            assert_true(implicit_calls(be32) == c32);
+            assert_memory_equal(a, bb, nout * sizeof *a);
+            check_close(bb, want, nout, 2e-5, what);
+            free(a);
+            free(bb);
+            /* an fp16 copy of the input larger than the workspace limit:
+             * im2col (in slices) instead */
+            size_t old = 0;
+            assert_int_equal(sd_backend_cuda_set_workspace_limit(be, nin, &old), 0);
+            float *sliced = conv_on(be, cc, w, b, xin, res, true, in_place);
+            assert_true(implicit_calls(be) == calls + 1);
+            assert_int_equal(sd_backend_cuda_set_workspace_limit(be, old, NULL), 0);
+            check_close(sliced, want, nout, 4e-3, what);
+            free(sliced);
+        }
+        free(want);
+        free(xin);
+        free(res);
+        weight_free(w);
+        weight_free(b);
+    }
+}
+
+/* Every block shape with forced K splits (SD_CUDA_IGEMM, read by a new
+ * backend), on a conv whose M and Cout are not whole blocks of any shape
+ * and one with Cin 320, stride 2 and an odd Cout: against the CPU backend
+ * and the im2col path. */
+static void test_conv_implicit_forced_shapes(void **state)
+{
+    fixture *f = *state;
+    NEED_CUDA(f);
+    const char *unet = "model.diffusion_model.output_blocks.2.0.in_layers.2.weight";
+    const sd_conv_params same = { 1, 1, 1, 1, 1, SD_PAD_ZEROS };
+    const conv_case cases[] = {
+        { 2, 9, 7, 32, 40, 3, same, true, true, SD_DTYPE_F16, unet },
+        { 1, 5, 6, 320, 37, 3, { 2, 1, 1, 1, 1, SD_PAD_ZEROS }, true, false, SD_DTYPE_F16, unet },
+    };
+    static const char *const forced[] = { "128x160/3", "128x128/2", "128x64", "64x64/5",
+                                          "128x160/16" };
+    for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
+        const conv_case *cc = &cases[ci];
+        int64_t wshape[4] = { cc->cout, cc->cin, cc->k, cc->k };
+        test_weight *w = weight_new(cc->name, cc->dt, 4, wshape, 0.3f);
+        test_weight *b = weight_1d("b", cc->dt, cc->cout, 0.5f);
+        int oh = sd_conv_out_size(cc->h, cc->k, cc->p.stride, cc->p.pad_top, cc->p.pad_bottom);
+        int ow = sd_conv_out_size(cc->w, cc->k, cc->p.stride, cc->p.pad_left, cc->p.pad_right);
+        size_t nin = (size_t)cc->n * cc->h * cc->w * cc->cin;
+        size_t nout = (size_t)cc->n * oh * ow * cc->cout;
+        float *xin = rand_vec(nin, 1.0f), *res = rand_vec(nout, 1.0f);
+        sd_tensor x = tensor_from(f->cpu, cc->n, cc->h, cc->w, cc->cin, xin);
+        sd_tensor r = tensor_from(f->cpu, cc->n, oh, ow, cc->cout, res);
+        sd_tensor o = tensor_from(f->cpu, cc->n, oh, ow, cc->cout, NULL);
+        if (sd_conv2d(f->cpu, &x, &w->info, &b->info, &cc->p, cc->residual ? &r : NULL, &o))
+            fail_msg("cpu conv: %s", sd_backend_error(f->cpu));
+        float *want = tensor_get(f->cpu, &o);
+        sd_tensor_free(f->cpu, &x);
+        sd_tensor_free(f->cpu, &r);
+        sd_tensor_free(f->cpu, &o);
+        float *im2col = conv_on(f->cuda[PREC_AUTO], cc, w, b, xin, res, false, false);
+        for (size_t fi = 0; fi < sizeof forced / sizeof forced[0]; fi++) {
+            char err[512], what[200];
+            setenv("SD_CUDA_IGEMM", forced[fi], 1);
+            sd_cuda_options o2 = { 0, SD_CUDA_PREC_AUTO, 1, f->lib[0] ? f->lib : NULL, 0,
+                                   false, false };
+            sd_backend *be = sd_backend_cuda_create(&o2, err, sizeof err);
+            if (!be) fail_msg("%s", err);
+            float *got = conv_on(be, cc, w, b, xin, res, true, false);
+            unsetenv("SD_CUDA_IGEMM");
+            assert_true(implicit_calls(be) == 1);
+            snprintf(what, sizeof what, "%s implicit conv, SD_CUDA_IGEMM=%s, case %zu", f->label,
+                     forced[fi], ci);
+            check_close(got, want, nout, 4e-3, what);
+            check_close(got, im2col, nout, same_sums_tol(f), what);
+            free(got);
+            sd_backend_destroy(be);
+        }
+        free(im2col);
+        free(want);
+        free(xin);
+        free(res);
+        weight_free(w);
+        weight_free(b);
+    }
+}
+
 /* ---- linear ------------------------------------------------------------------ */
 
 static void run_linear(fixture *f, int rows, int K, int N, bool conv_shaped, bool bias,
@@ -299,6 +538,230 @@ static void test_linear(void **state)
                "cond_stage_model.transformer.text_model.encoder.layers.0.mlp.fc1.weight");
     /* more rows than one 1 MB fp16 workspace slice */
     run_linear(f, 3000, 256, 16, false, true, true, "model.diffusion_model.proj_in.weight");
+}
+
+/* ---- the VAE in bf16 (SD_CUDA_PREC_AUTO_VAE_BF16) ------------------------------ */
+
+/* A backend of the fixture's build in another precision, with the
+ * fixture's 1 MB workspace (so the sliced paths run on small tensors). */
+static sd_backend *cuda_in(fixture *f, sd_cuda_precision prec)
+{
+    sd_cuda_options o = { 0, prec, 1, f->lib[0] ? f->lib : NULL, 0, false, false };
+    char err[512];
+    sd_backend *be = sd_backend_cuda_create(&o, err, sizeof err);
+    if (!be) fail_msg("%s backend (precision %d): %s", f->label, (int)prec, err);
+    return be;
+}
+
+static float bf16_round(float v) { return sd_bf16_to_f32(sd_f32_to_bf16(v)); }
+
+/* Element i of a test weight as a float, whatever its dtype. */
+static float weight_at(const test_weight *w, size_t i)
+{
+    const unsigned char *p = w->info.data;
+    if (w->info.dtype == SD_DTYPE_F32) {
+        float v;
+        memcpy(&v, p + 4 * i, 4);
+        return v;
+    }
+    uint16_t h;
+    memcpy(&h, p + 2 * i, 2);
+    return w->info.dtype == SD_DTYPE_F16 ? sd_f16_to_f32(h) : sd_bf16_to_f32(h);
+}
+
+/* The same tensor as F32 with every value rounded to bf16 (round to nearest
+ * even): the weight a bf16 GEMM multiplies with. */
+static test_weight *weight_bf16_rounded(const test_weight *w)
+{
+    size_t n = 1;
+    for (int i = 0; i < w->info.ndim; i++) n *= (size_t)w->info.shape[i];
+    test_weight *r = calloc(1, sizeof *r);
+    assert_non_null(r);
+    *r = *w;
+    r->info.name = r->name;
+    float *data = malloc(n * sizeof *data);
+    assert_non_null(data);
+    for (size_t i = 0; i < n; i++) data[i] = bf16_round(weight_at(w, i));
+    r->bytes = data;
+    r->info.data = data;
+    r->info.dtype = SD_DTYPE_F32;
+    r->info.nbytes = n * 4;
+    return r;
+}
+
+typedef struct bf16_case {
+    bool conv;                  /* conv2d (k x k) or linear */
+    int n, h, w, cin, cout, k;  /* linears: k 1 = a [N,K,1,1] weight, 0 = [N,K] */
+    sd_conv_params p;
+    bool bias, residual;
+    sd_dtype dt;
+    const char *name;
+} bf16_case;
+
+/* conv2d or linear of the case on be; the output, downloaded. */
+static float *bf16_case_run(sd_backend *be, const bf16_case *c, const test_weight *w,
+                            const test_weight *b, const float *xin, const float *res, int oh,
+                            int ow)
+{
+    sd_tensor x = tensor_from(be, c->n, c->h, c->w, c->cin, xin);
+    sd_tensor r = tensor_from(be, c->n, oh, ow, c->cout, res);
+    sd_tensor o = tensor_from(be, c->n, oh, ow, c->cout, NULL);
+    int rc = c->conv ? sd_conv2d(be, &x, &w->info, b ? &b->info : NULL, &c->p,
+                                 c->residual ? &r : NULL, &o)
+                     : sd_linear(be, &x, &w->info, b ? &b->info : NULL, c->residual ? &r : NULL,
+                                 &o);
+    if (rc) fail_msg("%s %s: %s", be->ops->name, c->name, sd_backend_error(be));
+    float *got = tensor_get(be, &o);
+    sd_tensor_free(be, &x);
+    sd_tensor_free(be, &r);
+    sd_tensor_free(be, &o);
+    return got;
+}
+
+/* VAE-named conv2d/linear in AUTO_VAE_BF16 against the CPU twice:
+ *  - on the exact data, at a bf16 tolerance (1e-2 of the largest output);
+ *  - on inputs and weights rounded to bf16 first (bias and residual are
+ *    float32 in both), at 1e-4: what a bf16 GEMM with float32 accumulation
+ *    computes, up to the order of the float32 sums. fp16, TF32 or float32
+ *    operands would miss it: the two references differ by more than 4x
+ *    that bound (checked), so this fails unless both operands really are
+ *    rounded to bf16 to nearest even. */
+static void run_bf16_case(fixture *f, sd_backend *be, const bf16_case *c)
+{
+    int64_t shape[4] = { c->cout, c->cin, c->k, c->k };
+    test_weight *w = weight_new(c->name, c->dt, c->k > 0 ? 4 : 2, shape, 0.3f);
+    test_weight *wr = weight_bf16_rounded(w);
+    test_weight *b = c->bias ? weight_1d("first_stage_model.b", SD_DTYPE_F32, c->cout, 0.5f) : NULL;
+    int oh = c->h, ow = c->w;
+    if (c->conv) {
+        oh = sd_conv_out_size(c->h, c->k, c->p.stride, c->p.pad_top, c->p.pad_bottom);
+        ow = sd_conv_out_size(c->w, c->k, c->p.stride, c->p.pad_left, c->p.pad_right);
+    }
+    size_t nin = (size_t)c->n * c->h * c->w * c->cin, nout = (size_t)c->n * oh * ow * c->cout;
+    float *xin = rand_vec(nin, 1.0f), *res = rand_vec(nout, 1.0f);
+    float *xr = malloc(nin * sizeof *xr);
+    assert_non_null(xr);
+    for (size_t i = 0; i < nin; i++) xr[i] = bf16_round(xin[i]);
+
+    float *exact = bf16_case_run(f->cpu, c, w, b, xin, res, oh, ow);
+    float *rounded = bf16_case_run(f->cpu, c, wr, b, xr, res, oh, ow);
+    float *got = bf16_case_run(be, c, w, b, xin, res, oh, ow);
+    char what[256];
+    double maxref = 0.0, gap = 0.0;
+    for (size_t i = 0; i < nout; i++) {
+        if (fabs(rounded[i]) > maxref) maxref = fabs(rounded[i]);
+        if (fabs(exact[i] - rounded[i]) > gap) gap = fabs(exact[i] - rounded[i]);
+    }
+    snprintf(what, sizeof what, "%s %s %s %dx%dx%d k%d -> %d, bf16 operands", f->label,
+             c->conv ? "conv" : "linear", c->name, c->h, c->w, c->cin, c->k, c->cout);
+    if (!(gap > 4e-4 * maxref))
+        fail_msg("%s: bf16 rounding moves the output too little (%.3g of %.3g) to tell", what,
+                 gap, maxref);
+    check_close(got, rounded, nout, 1e-4, what);
+    snprintf(what, sizeof what, "%s %s %s %dx%dx%d k%d -> %d, exact data", f->label,
+             c->conv ? "conv" : "linear", c->name, c->h, c->w, c->cin, c->k, c->cout);
+    check_close(got, exact, nout, 1e-2, what);
+    free(exact);
+    free(rounded);
+    free(got);
+    free(xin);
+    free(xr);
+    free(res);
+    weight_free(w);
+    weight_free(wr);
+    weight_free(b);
+}
+
+static void test_vae_bf16_gemms(void **state)
+{
+    fixture *f = *state;
+    NEED_CUDA(f);
+    sd_backend *be = cuda_in(f, SD_CUDA_PREC_AUTO_VAE_BF16);
+    const char *conv = "first_stage_model.decoder.up.1.block.0.conv1.weight";
+    const char *enc = "encoder.down.0.downsample.conv.weight";
+    const char *attn = "first_stage_model.decoder.mid.attn_1.q.weight";
+    const sd_conv_params same = { 1, 1, 1, 1, 1, SD_PAD_ZEROS };
+    const sd_conv_params none = { 1, 0, 0, 0, 0, SD_PAD_ZEROS };
+    const bf16_case cases[] = {
+        /* 3x3, C % 8 == 0 (8 channels a thread, one 16-byte store), cuBLASLt's
+         * bias epilogue + residual; F32, F16 and BF16 files */
+        { true, 2, 9, 7, 16, 12, 3, same, true, true, SD_DTYPE_F32, conv },
+        { true, 1, 8, 6, 12, 8, 3, same, true, false, SD_DTYPE_F16, conv },
+        /* odd channels (one value a thread), no bias: GemmEx */
+        { true, 1, 6, 10, 5, 4, 3, same, false, true, SD_DTYPE_BF16, conv },
+        /* the encoder's downsample: stride 2, padding right/bottom only */
+        { true, 1, 8, 8, 8, 8, 3, { 2, 0, 0, 1, 1, SD_PAD_ZEROS }, true, false, SD_DTYPE_F32, enc },
+        /* 1x1 (no patches: the input converted to bf16) */
+        { true, 2, 5, 6, 32, 16, 1, none, true, true, SD_DTYPE_F32, "post_quant_conv.weight" },
+        /* several 1 MB workspace slices: 1600 rows of 576 bf16 values */
+        { true, 1, 40, 40, 64, 16, 3, same, true, true, SD_DTYPE_F16, conv },
+        /* linears: conv-shaped [N,K,1,1] with odd K, 2-D with bias +
+         * residual, and more rows than one slice */
+        { false, 1, 1, 10, 33, 7, 1, none, true, false, SD_DTYPE_F32, attn },
+        { false, 1, 1, 37, 24, 40, 0, none, true, true, SD_DTYPE_F16, attn },
+        { false, 1, 1, 2100, 256, 24, 0, none, false, false, SD_DTYPE_F32, attn },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) run_bf16_case(f, be, &cases[i]);
+    sd_backend_destroy(be);
+}
+
+/* The device copy of a VAE weight in AUTO_VAE_BF16 is bf16 (2 bytes an
+ * element, sd_cuda_memory.weights), the TF32 copy of AUTO float32 (4), and
+ * the fp16, bf16 and float32 copies of one tensor are separate cache
+ * entries: after all three, the bf16 one is used again without an upload
+ * and gives the first result bit for bit. */
+static void test_vae_bf16_weight_memory(void **state)
+{
+    fixture *f = *state;
+    NEED_CUDA(f);
+    sd_backend *be = cuda_in(f, SD_CUDA_PREC_AUTO_VAE_BF16);
+    const int64_t shape[4] = { 16, 8, 3, 3 };
+    const size_t n = 16 * 8 * 9;
+    test_weight *w = weight_new("first_stage_model.decoder.conv_in.weight", SD_DTYPE_F32, 4,
+                                shape, 0.3f);
+    const sd_conv_params p = { 1, 1, 1, 1, 1, SD_PAD_ZEROS };
+    float *xin = rand_vec((size_t)6 * 6 * 8, 1.0f);
+    sd_tensor x = tensor_from(be, 1, 6, 6, 8, xin), o = tensor_from(be, 1, 6, 6, 16, NULL);
+    const size_t nout = (size_t)6 * 6 * 16;
+    float *out[4];
+    static const sd_cuda_precision precs[4] = { SD_CUDA_PREC_AUTO_VAE_BF16, SD_CUDA_PREC_AUTO,
+                                                SD_CUDA_PREC_F16, SD_CUDA_PREC_AUTO_VAE_BF16 };
+    static const size_t bytes_per[4] = { 2, 4, 2, 0 };   /* new device bytes per element */
+    sd_cuda_memory m0, m1;
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(sd_backend_cuda_set_precision(be, precs[i], NULL), 0);
+        assert_int_equal(sd_backend_cuda_memory(be, &m0, false), 0);
+        if (sd_conv2d(be, &x, &w->info, NULL, &p, NULL, &o))
+            fail_msg("conv: %s", sd_backend_error(be));
+        out[i] = tensor_get(be, &o);
+        assert_int_equal(sd_backend_cuda_memory(be, &m1, false), 0);
+        assert_int_equal(m1.weights - m0.weights, bytes_per[i] * n);
+        assert_int_equal(m1.weight_uploads - m0.weight_uploads, bytes_per[i] ? 1 : 0);
+    }
+    /* three different roundings of the same weight and input */
+    assert_true(memcmp(out[0], out[1], nout * sizeof(float)) != 0);
+    assert_true(memcmp(out[0], out[2], nout * sizeof(float)) != 0);
+    assert_memory_equal(out[0], out[3], nout * sizeof(float));
+    /* a UNet-named weight stays fp16 in AUTO_VAE_BF16 */
+    test_weight *u = weight_new("model.diffusion_model.input_blocks.1.0.in_layers.2.weight",
+                                SD_DTYPE_F32, 4, shape, 0.3f);
+    assert_int_equal(sd_backend_cuda_memory(be, &m0, false), 0);
+    assert_int_equal(sd_conv2d(be, &x, &u->info, NULL, &p, NULL, &o), 0);
+    assert_int_equal(sd_backend_cuda_memory(be, &m1, false), 0);
+    assert_int_equal(m1.weights - m0.weights, 2 * n);
+    /* the precision switch knows the new value and nothing past it */
+    sd_cuda_precision old;
+    assert_int_equal(sd_backend_cuda_set_precision(be, SD_CUDA_PREC_AUTO, &old), 0);
+    assert_int_equal(old, SD_CUDA_PREC_AUTO_VAE_BF16);
+    const sd_cuda_precision past = (sd_cuda_precision)(SD_CUDA_PREC_AUTO_VAE_BF16 + 1);
+    assert_int_equal(sd_backend_cuda_set_precision(be, past, NULL), -1);
+    for (int i = 0; i < 4; i++) free(out[i]);
+    sd_tensor_free(be, &x);
+    sd_tensor_free(be, &o);
+    free(xin);
+    weight_free(w);
+    weight_free(u);
+    sd_backend_destroy(be);
 }
 
 /* ---- norms ------------------------------------------------------------------- */
@@ -749,7 +1212,7 @@ static void test_workspace_limit_and_graph_switch(void **state)
     fixture *f = *state;
     NEED_CUDA(f);
     char err[512];
-    sd_cuda_options o = { 0, SD_CUDA_PREC_AUTO, 0, f->lib[0] ? f->lib : NULL, 0, false };
+    sd_cuda_options o = { 0, SD_CUDA_PREC_AUTO, 0, f->lib[0] ? f->lib : NULL, 0, false, false };
     sd_backend *be = sd_backend_cuda_create(&o, err, sizeof err);
     if (!be) fail_msg("%s", err);
     size_t old = 0;
@@ -785,7 +1248,7 @@ static void test_weight_budget_and_drop(void **state)
     fixture *f = *state;
     NEED_CUDA(f);
     char err[512];
-    sd_cuda_options o = { 0, SD_CUDA_PREC_AUTO, 0, f->lib[0] ? f->lib : NULL, 0, false };
+    sd_cuda_options o = { 0, SD_CUDA_PREC_AUTO, 0, f->lib[0] ? f->lib : NULL, 0, false, false };
     sd_backend *be = sd_backend_cuda_create(&o, err, sizeof err);
     if (!be) fail_msg("%s", err);
     sd_cuda_precision old;
@@ -860,7 +1323,9 @@ static void test_weight_budget_and_drop(void **state)
         cmocka_unit_test(test_weight_cache_refresh), cmocka_unit_test(test_memory_stats),      \
         cmocka_unit_test(test_weight_budget_and_drop),                                        \
         cmocka_unit_test(test_conv_slices_equal_one_slice),                                   \
-        cmocka_unit_test(test_workspace_limit_and_graph_switch)
+        cmocka_unit_test(test_workspace_limit_and_graph_switch),                              \
+        cmocka_unit_test(test_conv_implicit), cmocka_unit_test(test_conv_implicit_forced_shapes), \
+        cmocka_unit_test(test_vae_bf16_gemms), cmocka_unit_test(test_vae_bf16_weight_memory)
 
 int main(void)
 {

@@ -5,7 +5,7 @@
  *   - the cross-attention K/V cache: outputs equal to the uncached path;
  *   - the VAE decode in tiles (close to the whole decode, equal when one
  *     tile covers it) and its NaN check (an fp16 overflow redone in a
- *     stricter precision);
+ *     stricter precision; the bf16 VAE, which does not overflow there);
  *   - the model cache: several models through a small VRAM budget, outputs
  *     unchanged after their weights were evicted and swapped in again;
  *   - a VAE decoder with a nin_shortcut block: bit-equal to an op-by-op
@@ -214,7 +214,7 @@ static void test_unet_graphs_equal_eager(void **state)
     const bool emulated = strcmp(f->label, "cuda-emu") == 0;
     const int B = 2, L = 77;
     char err[512];
-    sd_cuda_options o = { 0, SD_CUDA_PREC_AUTO, 0, f->lib[0] ? f->lib : NULL, 0, false };
+    sd_cuda_options o = { 0, SD_CUDA_PREC_AUTO, 0, f->lib[0] ? f->lib : NULL, 0, false, false };
     sd_backend *be_eager = sd_backend_cuda_create(&o, err, sizeof err);
     o.graphs = true;
     sd_backend *be_graph = sd_backend_cuda_create(&o, err, sizeof err);
@@ -313,6 +313,88 @@ static void test_unet_graphs_equal_eager(void **state)
     sd_backend_destroy(be_graph);
 }
 
+/* CUDA graphs with the implicit-GEMM convolutions (conv_igemm.cu): passes
+ * replayed from a graph equal eager ones (bit for bit on the emulation:
+ * the split-K sums run in a fixed order), and switching the convolutions
+ * back to im2col makes the graph stale (captured again, im2col's output)
+ * instead of replaying the implicit kernels. */
+static void test_unet_graphs_conv_implicit(void **state)
+{
+    fixture *f = *state;
+    NEED_CUDA(f);
+    const bool emulated = strcmp(f->label, "cuda-emu") == 0;
+    const int B = 2, L = 77, H = 8, W = 8;
+    char err[512];
+    sd_cuda_options o = { 0, SD_CUDA_PREC_AUTO, 0, f->lib[0] ? f->lib : NULL, 0, false, true };
+    sd_backend *be_eager = sd_backend_cuda_create(&o, err, sizeof err);
+    o.graphs = true;
+    sd_backend *be_graph = sd_backend_cuda_create(&o, err, sizeof err);
+    if (!be_eager || !be_graph) fail_msg("%s", err);
+    sd_family_info fam;
+    sd_model_file *mf = open_tiny("sd1", &fam);
+    sd_unet *ue = NULL, *ug = NULL;
+    if (sd_unet_create(mf, &fam, be_eager, &ue, err, sizeof err) ||
+        sd_unet_create(mf, &fam, be_graph, &ug, err, sizeof err))
+        fail_msg("%s", err);
+    const size_t n = (size_t)B * 4 * H * W;
+    float *ctx = rand_vec((size_t)B * L * sd_unet_context_dim(ue), 1.0f);
+    float *x = rand_vec(n, 1.0f), *want = malloc(n * sizeof(float)),
+          *got = malloc(n * sizeof(float));
+    assert_true(want && got);
+    for (int k = 0; k < 6; k++) {
+        if (k == 3) {   /* back to im2col on both */
+            assert_int_equal(sd_backend_cuda_set_conv_implicit(be_eager, false), 0);
+            assert_int_equal(sd_backend_cuda_set_conv_implicit(be_graph, false), 0);
+        }
+        float ts[2] = { 900.0f - 100.0f * (float)k, 900.0f - 100.0f * (float)k };
+        sd_cuda_memory b, a;
+        assert_int_equal(sd_backend_cuda_memory(be_graph, &b, false), 0);
+        if (sd_unet_forward(ue, x, ts, ctx, L, B, H, W, want, err, sizeof err) ||
+            sd_unet_forward(ug, x, ts, ctx, L, B, H, W, got, err, sizeof err))
+            fail_msg("pass %d: %s", k, err);
+        assert_int_equal(sd_backend_cuda_memory(be_graph, &a, false), 0);
+        char what[160];
+        snprintf(what, sizeof what, "%s graphs + implicit-GEMM convs, pass %d (%s): %llu captured, "
+                 "%llu launched, %llu eager", f->label, k, k < 3 ? "implicit" : "im2col",
+                 a.graph_captures - b.graph_captures, a.graph_launches - b.graph_launches,
+                 a.graph_eager - b.graph_eager);
+        print_message("%s\n", what);
+        /* the first pass fills the K/V cache (eager); a graph is captured at
+         * the second and replayed at the third; the switch makes it stale:
+         * pass 3 captures again or, as im2col's larger scratch cannot grow
+         * during a capture, runs eagerly; pass 5 replays the new graph */
+        if (k == 1) assert_true(a.graph_captures == b.graph_captures + 1);
+        if (k == 2 || k == 5)
+            assert_true(a.graph_launches == b.graph_launches + 1 &&
+                        a.graph_captures == b.graph_captures);
+        if (k == 3)
+            assert_true(a.graph_captures == b.graph_captures + 1 ||
+                        (a.graph_eager == b.graph_eager + 1 && a.graph_launches == b.graph_launches));
+        if (emulated) {
+            golden_assert_bits_equal(what, got, want, n);
+        } else {
+            double m = 0, d = 0;
+            for (size_t j = 0; j < n; j++) {
+                if (fabs(want[j]) > m) m = fabs(want[j]);
+                if (fabs(got[j] - want[j]) > d) d = fabs(got[j] - want[j]);
+            }
+            if (d > 5e-3 * m) fail_msg("%s: max |diff| %g (max %g)", what, d, m);
+        }
+    }
+    sd_cuda_memory m;
+    assert_int_equal(sd_backend_cuda_memory(be_eager, &m, false), 0);
+    assert_true(m.conv_implicit_calls > 0);
+    free(x);
+    free(want);
+    free(got);
+    free(ctx);
+    sd_unet_destroy(ue);
+    sd_unet_destroy(ug);
+    sd_model_file_close(mf);
+    sd_backend_destroy(be_eager);
+    sd_backend_destroy(be_graph);
+}
+
 /* ---- VAE tiles and NaN check -------------------------------------------------------- */
 
 static void test_vae_tile_starts(void **state)
@@ -406,7 +488,7 @@ static void test_vae_nan_fallback(void **state)
 {
     fixture *f = *state;
     NEED_CUDA(f);
-    sd_cuda_options o = { 0, SD_CUDA_PREC_F16, 0, f->lib[0] ? f->lib : NULL, 0, false };
+    sd_cuda_options o = { 0, SD_CUDA_PREC_F16, 0, f->lib[0] ? f->lib : NULL, 0, false, false };
     char err[512];
     sd_backend *f16 = sd_backend_cuda_create(&o, err, sizeof err);
     if (!f16) fail_msg("F16 backend: %s", err);
@@ -451,6 +533,62 @@ static void test_vae_nan_fallback(void **state)
     sd_vae_destroy(v32);
     sd_model_file_close(mf);
     sd_backend_destroy(f16);
+}
+
+/* The bf16 VAE (SD_CUDA_PREC_AUTO_VAE_BF16) has float32's exponent range:
+ * the latent that overflows fp16 above decodes to finite values with no
+ * fallback, close to F32 at a bf16 tolerance. A latent holding an infinity
+ * still goes through the NaN check from bf16: the decode is redone (in F32;
+ * still not finite, so nan_left) and the backend is back in AUTO_VAE_BF16
+ * afterwards. */
+static void test_vae_bf16_no_overflow(void **state)
+{
+    fixture *f = *state;
+    NEED_CUDA(f);
+    sd_cuda_options o = { .precision = SD_CUDA_PREC_AUTO_VAE_BF16,
+                          .lib_path = f->lib[0] ? f->lib : NULL };
+    char err[512];
+    sd_backend *bf = sd_backend_cuda_create(&o, err, sizeof err);
+    if (!bf) fail_msg("AUTO_VAE_BF16 backend: %s", err);
+    sd_family_info fam;
+    sd_model_file *mf = open_tiny("sd1", &fam);
+    const int h = 4, w = 4;
+    sd_vae *vb = NULL, *v32 = NULL;
+    if (sd_vae_create(mf, &fam, bf, &vb, err, sizeof err) ||
+        sd_vae_create(mf, &fam, f->cuda[PREC_F32], &v32, err, sizeof err))
+        fail_msg("%s", err);
+    const int ds = sd_vae_downscale(vb);
+    const size_t npix = (size_t)3 * h * ds * w * ds;
+    rng_state = 11;                 /* the latent of test_vae_nan_fallback */
+    float *z = rand_vec((size_t)4 * h * w, 3e5f);
+    float *got = malloc(npix * sizeof(float)), *want = malloc(npix * sizeof(float));
+    assert_true(got && want);
+    sd_vae_decode_info info;
+    assert_int_equal(sd_vae_decode_image(vb, bf, z, h, w, got, NULL, &info, err, sizeof err), 0);
+    assert_false(info.nan_fallback);
+    assert_false(info.nan_left);
+    for (size_t i = 0; i < npix; i++) assert_true(isfinite(got[i]));
+    if (sd_vae_decode(v32, z, 1, h, w, want, err, sizeof err)) fail_msg("%s", err);
+    const double m = max_abs(want, npix);
+    print_message("bf16 VAE at a 3e5 latent: max |bf16 - F32| %.3g of max %.3g\n",
+                  golden_max_abs_diff(got, want, npix, &(size_t){ 0 }), m);
+    golden_assert_close("bf16 VAE vs F32, fp16-overflowing latent", got, want, npix,
+                        3e-2 * fmax(1.0, m));
+    /* NaN/Inf from bf16: the fallback runs and restores the precision */
+    z[5] = INFINITY;
+    assert_int_equal(sd_vae_decode_image(vb, bf, z, h, w, got, NULL, &info, err, sizeof err), 0);
+    assert_true(info.nan_fallback);
+    assert_true(info.nan_left);
+    sd_cuda_precision now;
+    assert_int_equal(sd_backend_cuda_set_precision(bf, SD_CUDA_PREC_AUTO_VAE_BF16, &now), 0);
+    assert_int_equal(now, SD_CUDA_PREC_AUTO_VAE_BF16);
+    free(z);
+    free(got);
+    free(want);
+    sd_vae_destroy(vb);
+    sd_vae_destroy(v32);
+    sd_model_file_close(mf);
+    sd_backend_destroy(bf);
 }
 
 /* ---- model cache: several models through a small VRAM budget ------------------------ */
@@ -510,7 +648,7 @@ static void test_model_cache_swaps(void **state)
     NEED_CUDA(f);
     const bool emulated = strcmp(f->label, "cuda-emu") == 0;
     char err[512];
-    sd_cuda_options o = { 0, SD_CUDA_PREC_AUTO, 0, f->lib[0] ? f->lib : NULL, 0, false };
+    sd_cuda_options o = { 0, SD_CUDA_PREC_AUTO, 0, f->lib[0] ? f->lib : NULL, 0, false, false };
     /* references, and each model's weight bytes, on a backend of its own */
     sd_backend *ref_be = sd_backend_cuda_create(&o, err, sizeof err);
     if (!ref_be) fail_msg("%s", err);
@@ -623,7 +761,7 @@ typedef struct offload_run {
 static void offload_generate(const fixture *f, int offload, bool graphs, offload_run *r)
 {
     char err[512], path[1024], vocab[1024];
-    sd_cuda_options o = { 0, SD_CUDA_PREC_AUTO, 0, f->lib[0] ? f->lib : NULL, 0, graphs };
+    sd_cuda_options o = { 0, SD_CUDA_PREC_AUTO, 0, f->lib[0] ? f->lib : NULL, 0, graphs, false };
     sd_backend *be = sd_backend_cuda_create(&o, err, sizeof err);
     if (!be) fail_msg("%s", err);
     model_path(path, sizeof path, "sd1");
@@ -965,11 +1103,68 @@ static void test_vae_nin_decode_memory(void **state)
     nin_vae_close(&nv, mf);
 }
 
+/* ---- the config switches reach a backend the engine creates itself ---------------------- */
+
+/* The provider (through the model cache) and the CLI (through a pipeline)
+ * create their own CUDA backend from the plugin's config: graphs,
+ * implicit-GEMM convolutions and the bf16 VAE must be on in it, and an
+ * image made there must use them. The backend is found by the loader's
+ * search, pointed at this group's library with $HN_SD_CUDA_LIB. */
+static void check_switches_on(sd_backend *be, sd_pipeline *p)
+{
+    assert_true(sd_backend_is_cuda(be));
+    assert_true(sd_backend_cuda_graphs_on(be));
+    sd_cuda_precision old;
+    assert_int_equal(sd_backend_cuda_set_precision(be, SD_CUDA_PREC_AUTO_VAE_BF16, &old), 0);
+    assert_int_equal(old, SD_CUDA_PREC_AUTO_VAE_BF16);
+    sd_cuda_memory m0, m1;
+    assert_int_equal(sd_backend_cuda_memory(be, &m0, false), 0);
+    sd_image img;
+    generate(p, &img);
+    sd_image_free(&img);
+    assert_int_equal(sd_backend_cuda_memory(be, &m1, false), 0);
+    assert_true(m1.conv_implicit_calls > m0.conv_implicit_calls);
+}
+
+static void test_own_backend_switches(void **state)
+{
+    fixture *f = *state;
+    NEED_CUDA(f);
+    const char *prev = getenv("HN_SD_CUDA_LIB");
+    char saved[PATH_MAX + 64] = "";
+    if (prev) snprintf(saved, sizeof saved, "%s", prev);
+    if (f->lib[0]) setenv("HN_SD_CUDA_LIB", f->lib, 1);
+    char vocab[1024], path[1024], err[512];
+    golden_shared_path(vocab, sizeof vocab, VOCAB_REL);
+    model_path(path, sizeof path, "sd1");
+
+    sd_model_cache_opts co = { .backend = "cuda", .vram_budget_mb = -1, .max_models = 1,
+                               .vocab_path = vocab, .cuda_graphs = true,
+                               .cuda_conv_implicit = true, .cuda_vae_bf16 = true };
+    sd_model_cache *c = NULL;
+    if (sd_model_cache_create(&co, &c, err, sizeof err)) fail_msg("model cache: %s", err);
+    check_switches_on(sd_model_cache_backend(c), cache_get(c, "sd1"));
+    sd_model_cache_destroy(c);
+
+    sd_pipeline_opts po = { .model_path = path, .vocab_path = vocab, .backend = "cuda",
+                            .cuda_graphs = true, .cuda_conv_implicit = true,
+                            .cuda_vae_bf16 = true };
+    sd_pipeline *p = NULL;
+    if (sd_pipeline_load(&po, &p, err, sizeof err)) fail_msg("pipeline: %s", err);
+    check_switches_on(sd_pipeline_backend(p), p);
+    sd_pipeline_free(p);
+
+    if (prev) setenv("HN_SD_CUDA_LIB", saved, 1);
+    else unsetenv("HN_SD_CUDA_LIB");
+}
+
 #define ENGINE_TESTS                                                                         \
     cmocka_unit_test(test_unet_any_latent_size), cmocka_unit_test(test_kv_cache_equals_uncached), \
         cmocka_unit_test(test_vae_tiled_close_to_whole), cmocka_unit_test(test_vae_nan_fallback), \
+        cmocka_unit_test(test_vae_bf16_no_overflow), \
         cmocka_unit_test(test_model_cache_swaps), cmocka_unit_test(test_pipeline_offload), \
-        cmocka_unit_test(test_unet_graphs_equal_eager), cmocka_unit_test(test_vae_nin_decode_memory)
+        cmocka_unit_test(test_unet_graphs_equal_eager), cmocka_unit_test(test_vae_nin_decode_memory), \
+        cmocka_unit_test(test_unet_graphs_conv_implicit), cmocka_unit_test(test_own_backend_switches)
 
 static int setup_cpu_only(void **state)
 {

@@ -26,7 +26,10 @@
  * 2. blas_attention: cuBLAS strided-batched GEMMs over the heads for
  *    S = scale * Q K^T in float32, a row softmax kernel, then O = P V; query
  *    rows in slices so S fits the workspace. Used for big head dims (the
- *    VAE's single 512-wide head) and the TF32/F32 precisions.
+ *    VAE's single 512-wide head) and the TF32/F32 precisions. Its GEMMs read
+ *    the float32 tensors in place in TF32 (plain F32 in the F32 precision),
+ *    also where AUTO_VAE_BF16 runs the VAE's other GEMMs in bf16: bf16 operands would
+ *    need copies of Q, K, V and P in the scratch, for one small layer.
  */
 #include "backend/cuda/internal.h"
 #include "backend/cuda/mma.h"
@@ -444,7 +447,8 @@ int cu_attention(sd_backend *be, const sd_tensor *q, const sd_tensor *k, const s
         return cu_fail(cb, "attention: output must not alias an input");
     const int d = C / heads;
     if (scale <= 0.0f) scale = 1.0f / sqrtf((float)d);
-    if (cb->precision == SD_CUDA_PREC_AUTO || cb->precision == SD_CUDA_PREC_F16) {
+    if (cb->precision == SD_CUDA_PREC_AUTO || cb->precision == SD_CUDA_PREC_F16 ||
+        cb->precision == SD_CUDA_PREC_AUTO_VAE_BF16) {
         int variant = fa_variant(cb, d);
         if (variant >= 0) return flash_attention(cb, variant, q, k, v, heads, scale, causal, out);
     }

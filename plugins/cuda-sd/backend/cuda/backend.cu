@@ -223,6 +223,7 @@ static int api_memory(sd_backend *be, sd_cuda_memory *out, bool reset_peak)
     out->graph_captures = cb->graph_captures;
     out->graph_launches = cb->graph_launches;
     out->graph_eager = cb->graph_eager;
+    out->conv_implicit_calls = cb->conv_implicit_calls;
     if (reset_peak) {
         cb->wpeak = cb->wbytes;
         uint64_t zero = 0;
@@ -264,7 +265,7 @@ static int api_probe(sd_cuda_info *info, char *err, size_t errlen)
 static int api_set_precision(sd_backend *be, sd_cuda_precision p, sd_cuda_precision *old)
 {
     cuda_backend *cb = cu_of(be);
-    if ((int)p < SD_CUDA_PREC_AUTO || (int)p > SD_CUDA_PREC_F32)
+    if ((int)p < SD_CUDA_PREC_AUTO || (int)p > SD_CUDA_PREC_AUTO_VAE_BF16)
         return cu_fail(cb, "unknown precision %d", (int)p);
     if (old) *old = cb->precision;
     /* ops already queued captured their paths; weights are cached per
@@ -382,6 +383,18 @@ static int api_set_workspace_limit(sd_backend *be, size_t bytes, size_t *old)
     return 0;
 }
 
+/* Version 4: the implicit-GEMM convolution switch (conv_igemm.cu). Not
+ * while capturing. A change makes captured graphs stale (they hold the
+ * other path's launches), through the scratch generation they check. */
+static int api_set_conv_implicit(sd_backend *be, bool on)
+{
+    cuda_backend *cb = cu_of(be);
+    if (cb->capturing) return cu_fail(cb, "conv_implicit changed during a graph capture");
+    if (cb->conv_implicit != on) cb->wsgen++;
+    cb->conv_implicit = on;
+    return 0;
+}
+
 static void fill_ops(sd_backend_ops *o)
 {
     memset(o, 0, sizeof *o);
@@ -435,6 +448,7 @@ static const sd_cuda_api the_api = {
     cu_graph_run,
     cu_graph_free,
     api_set_workspace_limit,
+    api_set_conv_implicit,
 };
 
 static sd_backend *api_create(const sd_cuda_options *opt, char *err, size_t errlen)
@@ -462,6 +476,7 @@ static sd_backend *api_create(const sd_cuda_options *opt, char *err, size_t errl
     cb->ws_limit = (opt->workspace_mb ? opt->workspace_mb : DEFAULT_WORKSPACE_MB) << 20;
     cb->ws_default = cb->ws_limit;
     cb->wbudget = opt->vram_budget_mb << 20;
+    cb->conv_implicit = opt->conv_implicit;
 
     const char *step = "cudaSetDevice";
     cudaDeviceProp prop;

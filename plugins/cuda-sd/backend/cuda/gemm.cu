@@ -5,20 +5,24 @@
  * K = kh*kw*Cin in NHWC patch order, which the reordered weights match
  * (weights.cu). The patch matrix is built in slices of rows that fit the
  * workspace (a 512x512 VAE layer would need gigabytes at once), written
- * directly in the GEMM's input type (fp16 for tensor-core GEMMs), and each
+ * directly in the GEMM's input type (fp16 for tensor-core GEMMs, bf16 for
+ * the VAE's in AUTO_VAE_BF16, float32 for TF32/F32), and each
  * slice's GEMM accumulates into the output rows that were pre-filled with
  * bias (+ residual) — beta = 1 — so bias and residual cost no extra pass
  * over the GEMM's result. 1x1 stride-1 convolutions need no patches: the
- * input rows are the patches (converted to fp16 when the GEMM is fp16).
+ * input rows are the patches (converted to fp16/bf16 when the GEMM is).
  */
 #include "backend/cuda/internal.h"
 
 int cu_gemm_nt(cuda_backend *cb, int M, int N, int K, const void *A, int lda, const void *W,
-               int ldw, bool f16, float beta, float *C, int ldc)
+               int ldw, int gt, float beta, float *C, int ldc)
 {
     const float one = 1.0f;
-    cudaDataType_t t = f16 ? CUDA_R_16F : CUDA_R_32F;
-    cublasComputeType_t ct = f16 || cb->precision == SD_CUDA_PREC_F32
+    cudaDataType_t t = gt == CU_GEMM_F16    ? CUDA_R_16F
+                       : gt == CU_GEMM_BF16 ? CUDA_R_16BF
+                                            : CUDA_R_32F;
+    /* 16-bit inputs: products exact in float32, float32 accumulation */
+    cublasComputeType_t ct = gt != CU_GEMM_F32 || cb->precision == SD_CUDA_PREC_F32
                                  ? CUBLAS_COMPUTE_32F
                                  : CUBLAS_COMPUTE_32F_FAST_TF32;
     /* Row-major C[M,N] = A[M,K] W[N,K]^T is, in cuBLAS's column-major view,
@@ -38,21 +42,23 @@ int cu_gemm_nt(cuda_backend *cb, int M, int N, int K, const void *A, int lda, co
 
 static bool lt_aligned(const void *p) { return ((uintptr_t)p & 255) == 0; }
 
-/* out[M,N] = A16[M,K] W16[N,K]^T + bias (+ C), fp16 inputs, float32
- * accumulation and output, by cublasLtMatmul with the bias added in its
+/* out[M,N] = A16[M,K] W16[N,K]^T + bias (+ C), fp16 inputs (bf16 ones when
+ * bf16), float32 accumulation and output, by cublasLtMatmul with the bias added in its
  * epilogue and the residual C read by the GEMM itself (beta = 1, C may be
  * the output), so nothing pre-fills the output: one pass over it instead of
  * three. Returns 1 where cuBLASLt is missing or has no algorithm for the
  * shape (the caller falls back to a pre-fill and GemmEx), 0 done, -1 error. */
 static int lt_gemm(cuda_backend *cb, int M, int N, int K, const uint16_t *A, const void *W,
-                   const float *bias, const float *C, float *out)
+                   const float *bias, const float *C, float *out, bool bf16)
 {
     /* the heuristic assumes 256-byte aligned pointers (pool and weight
      * allocations are); anything else takes the GemmEx path */
     if (!cb->lt || !lt_aligned(A) || !lt_aligned(W) || !lt_aligned(out) ||
         (bias && !lt_aligned(bias)) || (C && !lt_aligned(C)))
         return 1;
-    const int flags = (bias ? 1 : 0) | (C ? 2 : 0);
+    /* the input type is part of the plan's key: 4 = bf16 */
+    const int flags = (bias ? 1 : 0) | (C ? 2 : 0) | (bf16 ? 4 : 0);
+    const cudaDataType_t in_type = bf16 ? CUDA_R_16BF : CUDA_R_16F;
     cu_lt_plan *plan = NULL;
     for (int i = 0; i < cb->lt_nplans; i++) {
         cu_lt_plan *p = &cb->lt_plans[i];
@@ -93,9 +99,9 @@ static int lt_gemm(cuda_backend *cb, int M, int N, int K, const uint16_t *A, con
         st = cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_type,
                                             sizeof bias_type);
     if (st == CUBLAS_STATUS_SUCCESS)
-        st = cublasLtMatrixLayoutCreate(&wl, CUDA_R_16F, (uint64_t)K, (uint64_t)N, K);
+        st = cublasLtMatrixLayoutCreate(&wl, in_type, (uint64_t)K, (uint64_t)N, K);
     if (st == CUBLAS_STATUS_SUCCESS)
-        st = cublasLtMatrixLayoutCreate(&al, CUDA_R_16F, (uint64_t)K, (uint64_t)M, K);
+        st = cublasLtMatrixLayoutCreate(&al, in_type, (uint64_t)K, (uint64_t)M, K);
     if (st == CUBLAS_STATUS_SUCCESS)
         st = cublasLtMatrixLayoutCreate(&cl, CUDA_R_32F, (uint64_t)N, (uint64_t)M, N);
     if (st == CUBLAS_STATUS_SUCCESS && !plan) {
@@ -168,33 +174,43 @@ __global__ void gemm_prefill4_kernel(float4 *out, const float4 *bias, const floa
     }
 }
 
-__global__ void to_f16_kernel(const float *src, uint16_t *dst, int64_t n)
+/* float -> a 16-bit GEMM input: fp16 bits (BF 0) or bf16 bits (BF 1). */
+template <int BF>
+__device__ static inline uint16_t cu_f2h16(float v)
+{
+    return BF ? cu_f2bf(v) : cu_f2h(v);
+}
+
+template <int BF>
+__global__ void to_h16_kernel(const float *src, uint16_t *dst, int64_t n)
 {
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
          i += (int64_t)gridDim.x * blockDim.x)
-        dst[i] = cu_f2h(src[i]);
+        dst[i] = cu_f2h16<BF>(src[i]);
 }
 
 /* 4 values per thread: 16-byte loads, 8-byte stores. n4 = n / 4. */
-__global__ void to_f16x4_kernel(const float4 *src, ushort4 *dst, int64_t n4)
+template <int BF>
+__global__ void to_h16x4_kernel(const float4 *src, ushort4 *dst, int64_t n4)
 {
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n4;
          i += (int64_t)gridDim.x * blockDim.x) {
         const float4 v = src[i];
         ushort4 h;
-        h.x = cu_f2h(v.x);
-        h.y = cu_f2h(v.y);
-        h.z = cu_f2h(v.z);
-        h.w = cu_f2h(v.w);
+        h.x = cu_f2h16<BF>(v.x);
+        h.y = cu_f2h16<BF>(v.y);
+        h.z = cu_f2h16<BF>(v.z);
+        h.w = cu_f2h16<BF>(v.w);
         dst[i] = h;
     }
 }
 
-/* Both preparations of a one-slice fp16 GEMM in one launch (one launch
+/* Both preparations of a one-slice 16-bit GEMM in one launch (one launch
  * fewer for every linear and 1x1 convolution): items [0, n4) convert the
- * input to fp16 as to_f16x4_kernel, items [n4, n4 + total4) pre-fill the
+ * input to fp16/bf16 as to_h16x4_kernel, items [n4, n4 + total4) pre-fill the
  * output as gemm_prefill4_kernel. */
-__global__ void to_f16x4_prefill4_kernel(const float4 *src, ushort4 *dst, int64_t n4,
+template <int BF>
+__global__ void to_h16x4_prefill4_kernel(const float4 *src, ushort4 *dst, int64_t n4,
                                          float4 *out, const float4 *bias,
                                          const float4 *residual, int64_t total4, int N4)
 {
@@ -204,10 +220,10 @@ __global__ void to_f16x4_prefill4_kernel(const float4 *src, ushort4 *dst, int64_
         if (i < n4) {
             const float4 v = src[i];
             ushort4 h;
-            h.x = cu_f2h(v.x);
-            h.y = cu_f2h(v.y);
-            h.z = cu_f2h(v.z);
-            h.w = cu_f2h(v.w);
+            h.x = cu_f2h16<BF>(v.x);
+            h.y = cu_f2h16<BF>(v.y);
+            h.z = cu_f2h16<BF>(v.z);
+            h.w = cu_f2h16<BF>(v.w);
             dst[i] = h;
         } else {
             const int64_t j = i - n4;
@@ -226,15 +242,24 @@ __global__ void to_f16x4_prefill4_kernel(const float4 *src, ushort4 *dst, int64_
 
 static inline bool cu_aligned(const void *p, size_t a) { return ((uintptr_t)p & (a - 1)) == 0; }
 
-int cu_to_f16(cuda_backend *cb, const float *src, uint16_t *dst, size_t n)
+/* dst = src as fp16 (bf16 false) or bf16 bits, n values. */
+static int to_h16(cuda_backend *cb, const float *src, uint16_t *dst, size_t n, bool bf16)
 {
     if (n % 4 == 0 && cu_aligned(src, 16) && cu_aligned(dst, 8)) {
-        SD_LAUNCH(to_f16x4_kernel, cu_grid(cb, n / 4, 256), 256, 0, cb->stream,
-                  (const float4 *)src, (ushort4 *)dst, (int64_t)(n / 4));
+        void (*k4)(const float4 *, ushort4 *, int64_t) =
+            bf16 ? to_h16x4_kernel<1> : to_h16x4_kernel<0>;
+        SD_LAUNCH(k4, cu_grid(cb, n / 4, 256), 256, 0, cb->stream, (const float4 *)src,
+                  (ushort4 *)dst, (int64_t)(n / 4));
     } else {
-        SD_LAUNCH(to_f16_kernel, cu_grid(cb, n, 256), 256, 0, cb->stream, src, dst, (int64_t)n);
+        void (*k1)(const float *, uint16_t *, int64_t) = bf16 ? to_h16_kernel<1> : to_h16_kernel<0>;
+        SD_LAUNCH(k1, cu_grid(cb, n, 256), 256, 0, cb->stream, src, dst, (int64_t)n);
     }
-    return cu_launched(cb, "fp16 conversion");
+    return cu_launched(cb, bf16 ? "bf16 conversion" : "fp16 conversion");
+}
+
+int cu_to_f16(cuda_backend *cb, const float *src, uint16_t *dst, size_t n)
+{
+    return to_h16(cb, src, dst, n, false);
 }
 
 __device__ static inline int wrap_index(int i, int n)
@@ -271,10 +296,11 @@ __device__ static inline float patch_value(const float *x, const im2col_geom g, 
     return x[(((int64_t)img * g.H + iy) * g.W + ix) * g.C + ci];
 }
 
-/* Rows [m0, m0+rows) of the patch matrix into col[rows][K], as fp16 bits
- * (OUT16) or float. VEC: 4 or 8 channels per thread (C % VEC == 0), which
+/* Rows [m0, m0+rows) of the patch matrix into col[rows][K], as float (OUT
+ * 0), fp16 bits (OUT 1) or bf16 bits (OUT 2: the VAE in AUTO_VAE_BF16). VEC: 4 or 8
+ * channels per thread (C % VEC == 0), which
  * keeps them inside one tap and makes the loads 16 bytes and the stores
- * 8 (VEC 4) or 16 bytes (VEC 8, fp16 only: 8 halves are one 16-byte store,
+ * 8 (VEC 4) or 16 bytes (VEC 8, 16-bit only: 8 halves are one 16-byte store,
  * and half the index divisions per value). Consecutive threads take
  * consecutive channel groups of one patch row, so both the reads (NHWC:
  * channels are contiguous within a tap) and the writes are coalesced.
@@ -291,7 +317,7 @@ struct conv_fill {
     int N4;
 };
 
-template <int OUT16, int VEC, typename I>
+template <int OUT, int VEC, typename I>
 __global__ void im2col_kernel(const float *__restrict__ x, void *__restrict__ col, im2col_geom g,
                               int64_t m0_, int64_t rows, conv_fill fill)
 {
@@ -317,7 +343,7 @@ __global__ void im2col_kernel(const float *__restrict__ x, void *__restrict__ co
         I m = m0 + r;
         if (VEC == 1) {
             float v = patch_value(x, g, m, k);
-            if (OUT16) ((uint16_t *)col)[e] = cu_f2h(v);
+            if (OUT) ((uint16_t *)col)[e] = cu_f2h16<OUT == 2>(v);
             else ((float *)col)[e] = v;
         } else {
             /* the 4 channels share one tap: locate it once */
@@ -343,19 +369,19 @@ __global__ void im2col_kernel(const float *__restrict__ x, void *__restrict__ co
                 if (VEC == 8) v2 = *(const float4 *)(src + 4);
             }
             size_t off = (size_t)r * g.K + k;
-            if (OUT16 && VEC == 8) {
+            if (OUT && VEC == 8) {
                 uint4 h;
-                h.x = (unsigned)cu_f2h(v.x) | (unsigned)cu_f2h(v.y) << 16;
-                h.y = (unsigned)cu_f2h(v.z) | (unsigned)cu_f2h(v.w) << 16;
-                h.z = (unsigned)cu_f2h(v2.x) | (unsigned)cu_f2h(v2.y) << 16;
-                h.w = (unsigned)cu_f2h(v2.z) | (unsigned)cu_f2h(v2.w) << 16;
+                h.x = (unsigned)cu_f2h16<OUT == 2>(v.x) | (unsigned)cu_f2h16<OUT == 2>(v.y) << 16;
+                h.y = (unsigned)cu_f2h16<OUT == 2>(v.z) | (unsigned)cu_f2h16<OUT == 2>(v.w) << 16;
+                h.z = (unsigned)cu_f2h16<OUT == 2>(v2.x) | (unsigned)cu_f2h16<OUT == 2>(v2.y) << 16;
+                h.w = (unsigned)cu_f2h16<OUT == 2>(v2.z) | (unsigned)cu_f2h16<OUT == 2>(v2.w) << 16;
                 *(uint4 *)((uint16_t *)col + off) = h;
-            } else if (OUT16) {
+            } else if (OUT) {
                 ushort4 h;
-                h.x = cu_f2h(v.x);
-                h.y = cu_f2h(v.y);
-                h.z = cu_f2h(v.z);
-                h.w = cu_f2h(v.w);
+                h.x = cu_f2h16<OUT == 2>(v.x);
+                h.y = cu_f2h16<OUT == 2>(v.y);
+                h.z = cu_f2h16<OUT == 2>(v.z);
+                h.w = cu_f2h16<OUT == 2>(v.w);
                 *(ushort4 *)((uint16_t *)col + off) = h;
             } else {
                 *(float4 *)((float *)col + off) = v;
@@ -364,13 +390,14 @@ __global__ void im2col_kernel(const float *__restrict__ x, void *__restrict__ co
     }
 }
 
+/* gt: the patches' type (enum cu_gemm_type). */
 static int launch_im2col(cuda_backend *cb, const float *x, void *col, const im2col_geom &g,
-                         int64_t m0, int64_t rows, bool f16, const conv_fill &fill)
+                         int64_t m0, int64_t rows, int gt, const conv_fill &fill)
 {
     bool vec = g.C % 4 == 0;
-    /* 8 channels per thread for fp16 patches (K % 8 == 0 then keeps every
+    /* 8 channels per thread for 16-bit patches (K % 8 == 0 then keeps every
      * 16-byte store aligned, given 16-byte aligned x and col) */
-    bool vec8 = f16 && g.C % 8 == 0 && cu_aligned(x, 16) && cu_aligned(col, 16);
+    bool vec8 = gt != CU_GEMM_F32 && g.C % 8 == 0 && cu_aligned(x, 16) && cu_aligned(col, 16);
     size_t items = (size_t)rows * (size_t)(g.K / (vec8 ? 8 : vec ? 4 : 1)) +
                    (size_t)fill.total4;
     unsigned grid = cu_grid(cb, items, 256);
@@ -378,15 +405,25 @@ static int launch_im2col(cuda_backend *cb, const float *x, void *col, const im2c
      * last output row included, stays below 2^31 */
     const bool i32 = items + (size_t)grid * 256 < 0x7fffffffu &&
                      (size_t)(m0 + rows) < 0x7fffffffu;
-    void (*kern)(const float *, void *, im2col_geom, int64_t, int64_t, conv_fill) =
-        i32 ? (f16 ? (vec8  ? im2col_kernel<1, 8, int>
+    typedef void (*im2col_fn)(const float *, void *, im2col_geom, int64_t, int64_t, conv_fill);
+    im2col_fn kern;
+    if (gt == CU_GEMM_F16)
+        kern = i32 ? (vec8  ? im2col_kernel<1, 8, int>
                       : vec ? im2col_kernel<1, 4, int>
                             : im2col_kernel<1, 1, int>)
-                   : (vec ? im2col_kernel<0, 4, int> : im2col_kernel<0, 1, int>))
-            : (f16 ? (vec8  ? im2col_kernel<1, 8, int64_t>
+                   : (vec8  ? im2col_kernel<1, 8, int64_t>
                       : vec ? im2col_kernel<1, 4, int64_t>
-                            : im2col_kernel<1, 1, int64_t>)
-                   : (vec ? im2col_kernel<0, 4, int64_t> : im2col_kernel<0, 1, int64_t>));
+                            : im2col_kernel<1, 1, int64_t>);
+    else if (gt == CU_GEMM_BF16)
+        kern = i32 ? (vec8  ? im2col_kernel<2, 8, int>
+                      : vec ? im2col_kernel<2, 4, int>
+                            : im2col_kernel<2, 1, int>)
+                   : (vec8  ? im2col_kernel<2, 8, int64_t>
+                      : vec ? im2col_kernel<2, 4, int64_t>
+                            : im2col_kernel<2, 1, int64_t>);
+    else
+        kern = i32 ? (vec ? im2col_kernel<0, 4, int> : im2col_kernel<0, 1, int>)
+                   : (vec ? im2col_kernel<0, 4, int64_t> : im2col_kernel<0, 1, int64_t>);
     SD_LAUNCH(kern, grid, 256, 0, cb->stream, x, col, g, m0, rows, fill);
     return cu_launched(cb, "im2col");
 }
@@ -411,45 +448,50 @@ static int prefill(cuda_backend *cb, float *out, const float *bias, const float 
 }
 
 /* out = A (float32, [M,K]) times W^T + bias (+ residual), in row slices
- * that fit the workspace; fp16 GEMMs convert each slice first. When the
- * whole of A is one slice (the usual case) and everything is 16-byte
- * aligned, the conversion and the bias/residual pre-fill share a launch. */
+ * that fit the workspace; fp16/bf16 GEMMs (gt, enum cu_gemm_type) convert
+ * each slice first. When the whole of A is one slice (the usual case) and
+ * everything is 16-byte aligned, the conversion and the bias/residual
+ * pre-fill share a launch. */
 static int gemm_rows_sliced(cuda_backend *cb, const float *A, int64_t M, int N, int K,
-                            const void *W, bool f16, const float *bias,
+                            const void *W, int gt, const float *bias,
                             const float *residual, float *out)
 {
+    const bool h16 = gt != CU_GEMM_F32, bf16 = gt == CU_GEMM_BF16;   /* h16: 16-bit inputs */
     float beta = 0.0f;
     int64_t rows = (int64_t)(cb->ws_limit / ((size_t)K * 2));
     if (rows < 1) rows = 1;
     if (rows > M) rows = M;
-    if (f16 && rows == M && (bias || residual) && cb->lt) {
+    if (h16 && rows == M && (bias || residual) && cb->lt) {
         uint16_t *ws = (uint16_t *)cu_workspace(cb, (size_t)M * K * 2);
         if (!ws) return -1;
-        if (cu_to_f16(cb, A, ws, (size_t)M * K)) return -1;
-        int r = lt_gemm(cb, (int)M, N, K, ws, W, bias, residual, out);
+        if (to_h16(cb, A, ws, (size_t)M * K, bf16)) return -1;
+        int r = lt_gemm(cb, (int)M, N, K, ws, W, bias, residual, out, bf16);
         if (r <= 0) return r;
         if (prefill(cb, out, bias, residual, M, N, &beta)) return -1;
-        return cu_gemm_nt(cb, (int)M, N, K, ws, K, W, K, true, beta, out, N);
+        return cu_gemm_nt(cb, (int)M, N, K, ws, K, W, K, gt, beta, out, N);
     }
-    if (f16 && rows == M && (bias || residual) && N % 4 == 0 && K % 4 == 0 &&
+    if (h16 && rows == M && (bias || residual) && N % 4 == 0 && K % 4 == 0 &&
         cu_aligned(out, 16) && cu_aligned(bias, 16) && cu_aligned(residual, 16) &&
         cu_aligned(A, 16)) {
         uint16_t *ws = (uint16_t *)cu_workspace(cb, (size_t)M * K * 2);
         if (!ws) return -1;
         const int64_t n4 = M * K / 4, total4 = M * N / 4;
-        SD_LAUNCH(to_f16x4_prefill4_kernel, cu_grid(cb, (size_t)(n4 + total4), 256), 256, 0,
+        void (*kern)(const float4 *, ushort4 *, int64_t, float4 *, const float4 *,
+                     const float4 *, int64_t, int) =
+            bf16 ? to_h16x4_prefill4_kernel<1> : to_h16x4_prefill4_kernel<0>;
+        SD_LAUNCH(kern, cu_grid(cb, (size_t)(n4 + total4), 256), 256, 0,
                   cb->stream, (const float4 *)A, (ushort4 *)ws, n4, (float4 *)out,
                   (const float4 *)bias, (const float4 *)residual, total4, N / 4);
-        if (cu_launched(cb, "fp16 conversion + bias/residual")) return -1;
-        return cu_gemm_nt(cb, (int)M, N, K, ws, K, W, K, true, 1.0f, out, N);
+        if (cu_launched(cb, "16-bit conversion + bias/residual")) return -1;
+        return cu_gemm_nt(cb, (int)M, N, K, ws, K, W, K, gt, 1.0f, out, N);
     }
     if (prefill(cb, out, bias, residual, M, N, &beta)) return -1;
-    if (!f16) {
+    if (!h16) {
         /* float32 inputs are used in place, in slices that keep M an int */
         const int64_t step = (int64_t)1 << 30;
         for (int64_t m0 = 0; m0 < M; m0 += step) {
             int mc = (int)(M - m0 < step ? M - m0 : step);
-            if (cu_gemm_nt(cb, mc, N, K, A + m0 * K, K, W, K, false, beta, out + m0 * N, N))
+            if (cu_gemm_nt(cb, mc, N, K, A + m0 * K, K, W, K, CU_GEMM_F32, beta, out + m0 * N, N))
                 return -1;
         }
         return 0;
@@ -458,8 +500,8 @@ static int gemm_rows_sliced(cuda_backend *cb, const float *A, int64_t M, int N, 
     if (!ws) return -1;
     for (int64_t m0 = 0; m0 < M; m0 += rows) {
         int mc = (int)(M - m0 < rows ? M - m0 : rows);
-        if (cu_to_f16(cb, A + m0 * K, ws, (size_t)mc * K)) return -1;
-        if (cu_gemm_nt(cb, mc, N, K, ws, K, W, K, true, beta, out + m0 * N, N)) return -1;
+        if (to_h16(cb, A + m0 * K, ws, (size_t)mc * K, bf16)) return -1;
+        if (cu_gemm_nt(cb, mc, N, K, ws, K, W, K, gt, beta, out + m0 * N, N)) return -1;
     }
     return 0;
 }
@@ -493,10 +535,14 @@ int cu_conv2d(sd_backend *be, const sd_tensor *x, const sd_tensor_info *w,
         return cu_fail(cb, "conv2d '%s': output must not alias the input", w->name);
 
     const bool f16 = cu_weight_f16(cb, w);
+    /* gt: the GEMM's input type; h16: 16-bit (fp16 or bf16) patches */
+    const int gt = cu_weight_gemm_type(cb, w);
+    const bool h16 = gt != CU_GEMM_F32;
     const int taps = kh * kw, K = taps * cin;
     const int64_t M = (int64_t)x->n * oh * ow;
-    const int kind = taps == 1 ? (f16 ? CU_W_ROWS16 : CU_W_ROWS32)
-                               : (f16 ? CU_W_CONV16 : CU_W_CONV32);
+    const int kind = gt == CU_GEMM_BF16 ? (taps == 1 ? CU_W_ROWSBF16 : CU_W_CONVBF16)
+                     : taps == 1        ? (f16 ? CU_W_ROWS16 : CU_W_ROWS32)
+                                        : (f16 ? CU_W_CONV16 : CU_W_CONV32);
     const void *W = cu_weight_get(cb, w, kind, (int64_t)cout * K, "conv2d weight");
     if (!W) return -1;
     const float *bias = NULL;
@@ -505,7 +551,12 @@ int cu_conv2d(sd_backend *be, const sd_tensor *x, const sd_tensor_info *w,
     const float *res = residual ? residual->data : NULL;
     const bool direct = taps == 1 && p->stride == 1 && p->pad_top == 0 && p->pad_left == 0 &&
                         p->pad_bottom == 0 && p->pad_right == 0;
-    if (direct) return gemm_rows_sliced(cb, x->data, M, cout, K, W, f16, bias, res, out->data);
+    if (direct) return gemm_rows_sliced(cb, x->data, M, cout, K, W, gt, bias, res, out->data);
+    if (gt == CU_GEMM_F16 && cb->conv_implicit) {
+        /* no patch matrix (conv_igemm.cu); 1 = not applicable: im2col below */
+        const int r = cu_conv2d_implicit(cb, x, W, bias, res, p, kh, kw, out);
+        if (r <= 0) return r;
+    }
 
 
     im2col_geom g;
@@ -521,7 +572,7 @@ int cu_conv2d(sd_backend *be, const sd_tensor *x, const sd_tensor_info *w,
     g.oh = oh;
     g.ow = ow;
     g.K = K;
-    const size_t esz = f16 ? 2 : 4;
+    const size_t esz = h16 ? 2 : 4;
     int64_t rows = (int64_t)(cb->ws_limit / ((size_t)K * esz));
     if (rows < 1) rows = 1;
     if (rows > M) rows = M;
@@ -531,13 +582,14 @@ int cu_conv2d(sd_backend *be, const sd_tensor *x, const sd_tensor_info *w,
      * launch (it is ordered before the GEMM either way) */
     conv_fill fill = { NULL, NULL, NULL, 0, 1 };
     float beta = 0.0f;
-    if (f16 && rows == M && cb->lt) {
+    if (h16 && rows == M && cb->lt) {
         /* one slice: patches, then cuBLASLt adds bias and residual itself */
-        if (launch_im2col(cb, x->data, col, g, 0, M, f16, fill)) return -1;
-        int r = lt_gemm(cb, (int)M, cout, K, (const uint16_t *)col, W, bias, res, out->data);
+        if (launch_im2col(cb, x->data, col, g, 0, M, gt, fill)) return -1;
+        int r = lt_gemm(cb, (int)M, cout, K, (const uint16_t *)col, W, bias, res, out->data,
+                        gt == CU_GEMM_BF16);
         if (r <= 0) return r;
         if (prefill(cb, out->data, bias, res, M, cout, &beta)) return -1;
-        return cu_gemm_nt(cb, (int)M, cout, K, col, K, W, K, f16, beta, out->data, cout);
+        return cu_gemm_nt(cb, (int)M, cout, K, col, K, W, K, gt, beta, out->data, cout);
     }
     if ((bias || res) && rows == M && cout % 4 == 0 && cu_aligned(out->data, 16) &&
         cu_aligned(bias, 16) && cu_aligned(res, 16)) {
@@ -552,9 +604,9 @@ int cu_conv2d(sd_backend *be, const sd_tensor *x, const sd_tensor_info *w,
     }
     for (int64_t m0 = 0; m0 < M; m0 += rows) {
         int mc = (int)(M - m0 < rows ? M - m0 : rows);
-        if (launch_im2col(cb, x->data, col, g, m0, mc, f16, fill)) return -1;
+        if (launch_im2col(cb, x->data, col, g, m0, mc, gt, fill)) return -1;
         fill.total4 = 0;
-        if (cu_gemm_nt(cb, mc, cout, K, col, K, W, K, f16, beta, out->data + m0 * cout, cout))
+        if (cu_gemm_nt(cb, mc, cout, K, col, K, W, K, gt, beta, out->data + m0 * cout, cout))
             return -1;
     }
     return 0;
@@ -574,13 +626,16 @@ int cu_linear(sd_backend *be, const sd_tensor *x, const sd_tensor_info *w,
                        w ? w->name : "(null)");
     if (out->data == x->data)
         return cu_fail(cb, "linear '%s': output must not alias the input", w ? w->name : "(null)");
-    const bool f16 = cu_weight_f16(cb, w);
-    const void *W = cu_weight_get(cb, w, f16 ? CU_W_ROWS16 : CU_W_ROWS32, (int64_t)N * K,
-                                  "linear weight");
+    const int gt = cu_weight_gemm_type(cb, w);
+    const void *W = cu_weight_get(cb, w,
+                                  gt == CU_GEMM_F16    ? CU_W_ROWS16
+                                  : gt == CU_GEMM_BF16 ? CU_W_ROWSBF16
+                                                       : CU_W_ROWS32,
+                                  (int64_t)N * K, "linear weight");
     if (!W) return -1;
     const float *bias = NULL;
     if (b && !(bias = (const float *)cu_weight_get(cb, b, CU_W_VEC32, N, "linear bias")))
         return -1;
-    return gemm_rows_sliced(cb, x->data, M, N, K, W, f16, bias,
+    return gemm_rows_sliced(cb, x->data, M, N, K, W, gt, bias,
                             residual ? residual->data : NULL, out->data);
 }

@@ -27,7 +27,17 @@ enum cu_wkind {
     CU_W_ROWS32,        /* float32, file order */
     CU_W_CONV32,        /* float32, conv reordered */
     CU_W_VEC32,         /* float32 vector (bias, norm gamma/beta, positions) */
-    CU_W_TABLE          /* embedding table: fp16 when the file has F16, else float32 */
+    CU_W_TABLE,         /* embedding table: fp16 when the file has F16, else float32 */
+    CU_W_ROWSBF16,      /* bf16, file order (the VAE's linears and 1x1 convs, AUTO_VAE_BF16) */
+    CU_W_CONVBF16       /* bf16, conv reordered (the VAE's convs, AUTO_VAE_BF16) */
+};
+
+/* The element type of a GEMM's A and W inputs (C is always float32). The
+ * values keep `true`/`false` meaning fp16/float32 where a bool is passed. */
+enum cu_gemm_type {
+    CU_GEMM_F32 = 0,    /* float32 inputs: TF32 tensor cores, or plain F32 */
+    CU_GEMM_F16 = 1,    /* fp16 inputs, float32 accumulation */
+    CU_GEMM_BF16 = 2    /* bf16 inputs, float32 accumulation */
 };
 
 typedef struct cu_weight {
@@ -46,7 +56,8 @@ typedef struct cu_weight {
 /* One GEMM shape's cuBLASLt algorithm (gemm.cu), found once by the
  * heuristic: shapes repeat every step, the heuristic costs tens of us. */
 typedef struct cu_lt_plan {
-    int M, N, K, flags;          /* flags: 1 bias epilogue, 2 C (residual) */
+    int M, N, K, flags;          /* flags: 1 bias epilogue, 2 C (residual),
+                                    4 bf16 inputs (else fp16) */
     int state;                   /* 0 free slot, 1 algo found, 2 unsupported */
     cublasLtMatmulAlgo_t algo;
 } cu_lt_plan;
@@ -94,6 +105,12 @@ typedef struct cuda_backend {
                                     address in, so it is stale then */
     void *blas_ws;               /* cuBLAS workspace set for capture */
     unsigned long long graph_captures, graph_launches, graph_eager;
+    /* implicit-GEMM convolutions (conv_igemm.cu, API version 4) */
+    bool conv_implicit;          /* sd_cuda_options.conv_implicit */
+    unsigned igemm_ready;        /* bit i: variant i may use its shared memory */
+    unsigned long long conv_implicit_calls;
+    bool igemm_env_read;         /* $SD_CUDA_IGEMM read (tuning: forced shape) */
+    int igemm_force, igemm_force_splits;   /* -1 / 0: chosen per shape */
 } cuda_backend;
 
 static inline cuda_backend *cu_of(sd_backend *be) { return (cuda_backend *)be; }
@@ -132,8 +149,11 @@ void cu_graph_free(sd_backend *be, sd_cuda_graph *slot);
  * NULL with the error set on failure. */
 const void *cu_weight_get(cuda_backend *cb, const sd_tensor_info *t, int kind,
                           int64_t expect_numel, const char *what);
-/* Whether GEMMs with this weight run in fp16 (else TF32/F32), by the
- * backend's precision and, in AUTO, the weight's name (VAE -> TF32). */
+/* The input type of GEMMs with this weight (enum cu_gemm_type), by the
+ * backend's precision and, in the AUTO precisions, the weight's name (VAE:
+ * float32/TF32 in AUTO, bf16 in AUTO_VAE_BF16; the rest fp16). */
+int cu_weight_gemm_type(const cuda_backend *cb, const sd_tensor_info *t);
+/* Whether GEMMs with this weight run in fp16 (cu_weight_gemm_type). */
 bool cu_weight_f16(const cuda_backend *cb, const sd_tensor_info *t);
 int64_t cu_numel(const sd_tensor_info *t);
 void cu_weights_free(cuda_backend *cb);
@@ -145,10 +165,22 @@ int cu_weights_fit(cuda_backend *cb, size_t need);
 
 /* ---- GEMM (gemm.cu) --------------------------------------------------------- */
 /* Row-major C[M,N] (ldc) = A[M,K] (lda) * W[N,K]^T (ldw) + beta * C, float32
- * output. A and W are both fp16 (f16) or both float32; float32 inputs use
+ * output and accumulation. A and W are both of type gt (enum cu_gemm_type:
+ * fp16, bf16 or float32; a bool passes as fp16/float32); float32 inputs use
  * TF32 tensor cores unless the backend's precision is F32. */
 int cu_gemm_nt(cuda_backend *cb, int M, int N, int K, const void *A, int lda, const void *W,
-               int ldw, bool f16, float beta, float *C, int ldc);
+               int ldw, int gt, float beta, float *C, int ldc);
+
+/* ---- implicit-GEMM convolution (conv_igemm.cu) ------------------------------ */
+/* conv2d with fp16 weights w16 ([Cout][kh][kw][Cin], CU_W_CONV16; or
+ * CU_W_ROWS16 for 1x1) on tensor cores without a patch matrix; bias and
+ * residual (may be out itself) in the epilogue. Shapes already checked by
+ * cu_conv2d. Returns 1 when it does not apply (Cin % 8 != 0, sizes past
+ * 32-bit indices, the fp16 input copy over the workspace limit): the caller
+ * runs im2col; 0 done; -1 error. */
+int cu_conv2d_implicit(cuda_backend *cb, const sd_tensor *x, const void *w16, const float *bias,
+                       const float *residual, const sd_conv_params *p, int kh, int kw,
+                       sd_tensor *out);
 
 /* ---- op entry points -------------------------------------------------------- */
 int cu_conv2d(sd_backend *be, const sd_tensor *x, const sd_tensor_info *w,
@@ -193,6 +225,17 @@ __device__ static inline uint16_t cu_f2h(float v)
     return sd_f32_to_f16(v);
 #else
     return __half_as_ushort(__float2half_rn(v));
+#endif
+}
+
+/* float -> bf16 bits, round to nearest even (as half.h and torch; the
+ * emulated cuBLAS reads bf16 inputs exactly, so the GEMM rounds like a GPU's). */
+__device__ static inline uint16_t cu_f2bf(float v)
+{
+#ifdef SD_CUDA_EMU
+    return sd_f32_to_bf16(v);
+#else
+    return __bfloat16_as_ushort(__float2bfloat16_rn(v));
 #endif
 }
 

@@ -1,5 +1,6 @@
 /* mma.h - register-level tensor-core and async-copy helpers for the flash
- * attention kernel (attention.cu), with their CPU emulation (SD_CUDA_EMU).
+ * attention kernel (attention.cu) and the implicit-GEMM convolution
+ * (conv_igemm.cu), with their CPU emulation (SD_CUDA_EMU).
  *
  * Unlike WMMA, whose fragment layout is opaque, mma.sync's per-lane layout
  * is documented (PTX ISA, "Matrix fragments for mma.m16n8k16"), so a kernel
@@ -102,6 +103,29 @@ __device__ static inline void cu_cp_async16(void *smem_dst, const void *gmem_src
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(gmem_src));
 #else
     *(uint4 *)smem_dst = *(const uint4 *)gmem_src;
+#endif
+}
+
+/* cu_cp_async16, or 16 zero bytes when !valid (cp.async's src-size 0
+ * "zfill" form: nothing is read, so gmem_src may then point anywhere
+ * mapped; the callers pass the tensor's base). The implicit-GEMM
+ * convolution (conv_igemm.cu) uses it for padding taps and for rows past
+ * the matrix. */
+__device__ static inline void cu_cp_async16_zfill(void *smem_dst, const void *gmem_src,
+                                                  bool valid)
+{
+#ifdef SD_CUDA_EMU
+    cu_emu_check_align(smem_dst, 16, "cp.async destination");
+    cu_emu_check_align(gmem_src, 16, "cp.async source");
+    if (valid) memcpy(smem_dst, gmem_src, 16);
+    else memset(smem_dst, 0, 16);
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    const unsigned s = (unsigned)__cvta_generic_to_shared(smem_dst);
+    const unsigned n = valid ? 16u : 0u;
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem_src),
+                 "r"(n));
+#else
+    *(uint4 *)smem_dst = valid ? *(const uint4 *)gmem_src : make_uint4(0u, 0u, 0u, 0u);
 #endif
 }
 

@@ -2,10 +2,11 @@
  *
  * A weight is uploaded the first time an op uses it: its raw bytes (F32,
  * F16 or BF16, straight from the mapped file) go to a staging buffer and a
- * kernel converts them to the storage the ops want (fp16 or float32, conv
+ * kernel converts them to the storage the ops want (fp16, bf16 or float32, conv
  * weights reordered from [Cout][Cin][kh][kw] to [Cout][kh][kw][Cin] so a
  * row of the im2col matrix, which follows NHWC memory order, meets its
- * weights contiguously). Entries are keyed by (data pointer, kind) and stay
+ * weights contiguously). Entries are keyed by (data pointer, kind, size):
+ * the fp16, bf16 and float32 copies of one tensor are distinct entries. They stay
  * until the backend is destroyed; the pointer stays valid while the model
  * file is open (ops.h), and a fingerprint of the bytes guards against a
  * later file mapped at the same address.
@@ -24,8 +25,11 @@ __device__ static inline float load_src(const void *src, int dtype, int64_t i)
     return dtype == SRC_F16 ? sd_f16_to_f32(h) : sd_bf16_to_f32(h);
 }
 
+/* What weight_convert_kernel writes. */
+enum { OUT_F32 = 0, OUT_F16 = 1, OUT_BF16 = 2 };
+
 /* dst[i] for i < n; taps > 1: dst is [co][tap][ci], src [co][ci][tap]. */
-__global__ void weight_convert_kernel(const void *src, int dtype, void *dst, int out_f16,
+__global__ void weight_convert_kernel(const void *src, int dtype, void *dst, int out_type,
                                       int64_t n, int cin, int taps)
 {
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
@@ -38,7 +42,8 @@ __global__ void weight_convert_kernel(const void *src, int dtype, void *dst, int
             s = (co * cin + ci) * taps + t;
         }
         float v = load_src(src, dtype, s);
-        if (out_f16) ((uint16_t *)dst)[i] = sd_f32_to_f16(v);
+        if (out_type == OUT_F16) ((uint16_t *)dst)[i] = sd_f32_to_f16(v);
+        else if (out_type == OUT_BF16) ((uint16_t *)dst)[i] = sd_f32_to_bf16(v);
         else ((float *)dst)[i] = v;
     }
 }
@@ -64,15 +69,26 @@ static bool is_vae_weight(const char *name)
            starts_with(name, "post_quant_conv.");
 }
 
-bool cu_weight_f16(const cuda_backend *cb, const sd_tensor_info *t)
+int cu_weight_gemm_type(const cuda_backend *cb, const sd_tensor_info *t)
 {
     switch (cb->precision) {
-    case SD_CUDA_PREC_F16: return true;
+    case SD_CUDA_PREC_F16: return CU_GEMM_F16;
     case SD_CUDA_PREC_TF32:
-    case SD_CUDA_PREC_F32: return false;
+    case SD_CUDA_PREC_F32: return CU_GEMM_F32;
+    case SD_CUDA_PREC_AUTO_VAE_BF16:
+        /* bf16 has float32's exponent range: no fp16 overflow, half the
+         * weight memory and the tensor-core speed of fp16 */
+        return is_vae_weight(t ? t->name : NULL) ? CU_GEMM_BF16 : CU_GEMM_F16;
     case SD_CUDA_PREC_AUTO:
-    default: return !is_vae_weight(t ? t->name : NULL);
+    default:
+        /* the VAE overflows fp16; TF32 keeps 10 mantissa bits */
+        return is_vae_weight(t ? t->name : NULL) ? CU_GEMM_F32 : CU_GEMM_F16;
     }
+}
+
+bool cu_weight_f16(const cuda_backend *cb, const sd_tensor_info *t)
+{
+    return cu_weight_gemm_type(cb, t) == CU_GEMM_F16;
 }
 
 static void fingerprint(const sd_tensor_info *t, unsigned char fp[48])
@@ -168,7 +184,7 @@ const void *cu_weight_get(cuda_backend *cb, const sd_tensor_info *t, int kind,
         return NULL;
     }
     int cin = 1, taps = 1;
-    if (kind == CU_W_CONV16 || kind == CU_W_CONV32) {
+    if (kind == CU_W_CONV16 || kind == CU_W_CONV32 || kind == CU_W_CONVBF16) {
         if (t->ndim != 4) {
             cu_fail(cb, "%s '%s' is not a 4-D conv weight", what, t->name);
             return NULL;
@@ -202,9 +218,12 @@ const void *cu_weight_get(cuda_backend *cb, const sd_tensor_info *t, int kind,
         cb->wgen++;
     }
 
-    bool out_f16 = kind == CU_W_ROWS16 || kind == CU_W_CONV16 ||
-                   (kind == CU_W_TABLE && dtype == SRC_F16);
-    size_t bytes = (size_t)n * (out_f16 ? 2 : 4);
+    const int out_type = kind == CU_W_ROWS16 || kind == CU_W_CONV16 ||
+                                 (kind == CU_W_TABLE && dtype == SRC_F16)
+                             ? OUT_F16
+                         : kind == CU_W_ROWSBF16 || kind == CU_W_CONVBF16 ? OUT_BF16
+                                                                           : OUT_F32;
+    size_t bytes = (size_t)n * (out_type == OUT_F32 ? 4 : 2);
     /* over the VRAM budget: make room first (may move table entries) */
     if (cu_weights_fit(cb, bytes) != 0) return NULL;
     e = find_slot(cb, t->data, kind, t->nbytes);
@@ -222,7 +241,7 @@ const void *cu_weight_get(cuda_backend *cb, const sd_tensor_info *t, int kind,
         }
     }
     int rc = 0;
-    if (dtype == SRC_F32 && !out_f16 && taps == 1) {
+    if (dtype == SRC_F32 && out_type == OUT_F32 && taps == 1) {
         rc = cu_check(cb, cudaMemcpyAsync(dev, t->data, t->nbytes, cudaMemcpyHostToDevice,
                                           cb->stream),
                       "weight upload");
@@ -236,7 +255,7 @@ const void *cu_weight_get(cuda_backend *cb, const sd_tensor_info *t, int kind,
                           "weight upload");
             if (rc == 0) {
                 SD_LAUNCH(weight_convert_kernel, cu_grid(cb, (size_t)n, 256), 256, 0, cb->stream,
-                          (const void *)stage, dtype, dev, (int)out_f16, n, cin, taps);
+                          (const void *)stage, dtype, dev, out_type, n, cin, taps);
                 rc = cu_launched(cb, "weight conversion");
             }
             cu_free(cb, stage);

@@ -12,7 +12,15 @@
  *    x, context and the output, as the sampler does them. Then the same
  *    passes with CUDA graphs on (sd_backend_cuda_set_graphs): capture time,
  *    steps/s, how many passes really ran as graphs, and the output checked
- *    against the eager one (exit status 1 beyond 1e-2).
+ *    against the eager one (exit status 1 beyond 1e-2). Then the same with
+ *    the implicit-GEMM convolutions (sd_backend_cuda_set_conv_implicit,
+ *    conv_igemm.cu) instead of im2col + cuBLAS: eager and graph steps/s,
+ *    convolutions it ran, its output against the im2col one (exit status 1
+ *    beyond 1e-2) and, with --profile, its per-op profile.
+ * 1b. Each 3x3 conv shape of that UNet (--no-conv-sweep: skipped): im2col
+ *    + cuBLAS against the implicit-GEMM kernel with its own choice of
+ *    block shape and K splits and with each shape forced (SD_CUDA_IGEMM):
+ *    us a conv and TFLOP/s, to tune ig_pick on the GPU at hand.
  * 2. Agreement with the CPU backend (the numerical reference) on the same
  *    random SD1.5 weights at --compare-size: UNet (AUTO and F32
  *    precision), VAE decode and the text encoder; the relative error
@@ -23,7 +31,9 @@
  *    after one warm-up generation, for each memory option (default pool
  *    trimming, pool kept, offload levels, VAE tiles, graphs): the device
  *    peak of each phase (text encoder, steps, VAE; sd_pipeline_memory) and
- *    a summary table comparing them.
+ *    a summary table comparing them; also with the implicit-GEMM
+ *    convolutions (cuda_conv_implicit: no im2col scratch), without and with
+ *    graphs.
  * 4. Model swap (engine/model_cache.h): the checkpoint opened in a model
  *    cache (its tensors page-locked in host RAM), a small image made once
  *    so every weight txt2img uses is on the GPU, then its device copies
@@ -59,6 +69,7 @@
 #include "bench/sd15_weights.h"
 #include "engine/clip.h"
 #include "engine/family.h"
+#include "engine/half.h"
 #include "engine/model_cache.h"
 #include "engine/model_file.h"
 #include "engine/pipeline.h"
@@ -71,6 +82,7 @@ typedef struct opts {
     int runs, steps, size, compare_size;
     int profile, image, compare;
     int memory_plan;             /* --memory-plan: emulated dry run, memory only */
+    int sweep;                   /* the per-shape conv table (--no-conv-sweep: off) */
 } opts;
 
 /* The emulated library's report of what was live at its high-water mark
@@ -127,7 +139,7 @@ static void die(const char *what, const char *err)
 static sd_backend *make_cuda(sd_cuda_precision prec)
 {
     char err[512];
-    sd_cuda_options o = { 0, prec, 0, NULL, 0, false };
+    sd_cuda_options o = { 0, prec, 0, NULL, 0, false, false };
     sd_backend *be = sd_backend_cuda_create(&o, err, sizeof err);
     if (!be) die("CUDA backend", err);
     return be;
@@ -233,7 +245,106 @@ static void mem_line(const char *label, sd_backend *be)
 
 static double rel_err(const float *a, const float *b, size_t n);
 
-/* Returns 1 when the graph pass disagrees with the eager one, else 0. */
+/* One UNet pass with the per-op profiler installed; prints the table. */
+static void profile_pass(sd_backend *be, sd_unet *u, const float *x, const float *t,
+                         const float *ctx, int L, int B, int lat, float *out, const char *what)
+{
+    char err[512];
+    install_profiler(be);
+    double p0 = now();
+    if (sd_unet_forward(u, x, t, ctx, L, B, lat, lat, out, err, sizeof err)) die("UNet", err);
+    double total = now() - p0;
+    remove_profiler(be);
+    printf("\nPer-op time of one pass%s, each op synchronised (%.2f ms in all):\n\n", what,
+           total * 1e3);
+    printf("| op | calls | ms | share |\n|---|---|---|---|\n");
+    for (int k = 0; k < P_N; k++)
+        printf("| %s | %ld | %.2f | %.0f%% |\n", prof_names[k], prof_n[k], prof_s[k] * 1e3,
+               100.0 * prof_s[k] / total);
+}
+
+/* `runs` timed UNet passes into out: mean and best seconds. */
+static void timed_passes(sd_unet *u, const float *x, const float *t, const float *ctx, int L,
+                         int B, int lat, float *out, int runs, double *mean, double *best,
+                         const char *what)
+{
+    char err[512];
+    double sum = 0;
+    *best = 1e30;
+    for (int i = 0; i < runs; i++) {
+        double t0 = now();
+        if (sd_unet_forward(u, x, t, ctx, L, B, lat, lat, out, err, sizeof err)) die(what, err);
+        double dt = now() - t0;
+        sum += dt;
+        if (dt < *best) *best = dt;
+    }
+    *mean = sum / runs;
+}
+
+/* The CFG step with the implicit-GEMM convolutions (cuda_conv_implicit,
+ * conv_igemm.cu) instead of im2col + cuBLAS, eager and as CUDA graphs, its
+ * UNet output against the im2col one (`ref`), and its per-op profile.
+ * Returns 1 when the outputs disagree beyond 1e-2, else 0. */
+static int implicit_conv_rows(const opts *o, sd_backend *be, sd_unet *u, const float *x,
+                              const float *t, const float *ctx, int L, int B, int lat,
+                              const float *ref, size_t nx, double im2col_mean)
+{
+    char err[512];
+    if (sd_backend_cuda_set_conv_implicit(be, true) != 0) {
+        printf("| implicit-GEMM convolutions | could not be turned on: %s |\n",
+               sd_backend_error(be));
+        return 0;
+    }
+    float *iout = malloc(nx * sizeof *iout);
+    if (!iout) die("bench", "out of memory");
+    sd_cuda_memory m0, m1;
+    sd_backend_cuda_memory(be, &m0, false);
+    double t0 = now();
+    if (sd_unet_forward(u, x, t, ctx, L, B, lat, lat, iout, err, sizeof err))
+        die("UNet (implicit convolutions)", err);
+    double first = now() - t0;
+    sd_backend_cuda_memory(be, &m1, false);
+    double mean, best;
+    timed_passes(u, x, t, ctx, L, B, lat, iout, o->runs, &mean, &best,
+                 "UNet (implicit convolutions)");
+    const double d = rel_err(iout, ref, nx);
+    const int failed = !(d <= 1e-2);
+    printf("| implicit-GEMM convolutions (cuda_conv_implicit): convolutions of one pass run by "
+           "the kernel | %llu |\n", m1.conv_implicit_calls - m0.conv_implicit_calls);
+    printf("| implicit-GEMM convolutions: first pass | %.2f ms |\n", first * 1e3);
+    printf("| CFG step, implicit-GEMM convolutions, eager, mean of %d | %.2f ms (best %.2f; "
+           "im2col %.2f) |\n", o->runs, mean * 1e3, best * 1e3, im2col_mean * 1e3);
+    printf("| **sampler steps/s (CFG), implicit-GEMM convolutions, eager** | **%.1f** |\n",
+           1.0 / mean);
+    printf("| implicit-GEMM vs im2col UNet output, max abs diff / max abs | %.2e (bound 1e-2) %s "
+           "|\n", d, failed ? "**FAIL**" : "ok");
+    if (sd_backend_cuda_set_graphs(be, true) == 0) {
+        float *gout = malloc(nx * sizeof *gout);
+        if (!gout) die("bench", "out of memory");
+        if (sd_unet_forward(u, x, t, ctx, L, B, lat, lat, gout, err, sizeof err))
+            die("UNet (implicit convolutions, graphs)", err);
+        double gmean, gbest;
+        timed_passes(u, x, t, ctx, L, B, lat, gout, o->runs, &gmean, &gbest,
+                     "UNet (implicit convolutions, graphs)");
+        printf("| CFG step, implicit-GEMM convolutions + CUDA graphs, mean of %d | %.2f ms "
+               "(best %.2f) |\n", o->runs, gmean * 1e3, gbest * 1e3);
+        printf("| **sampler steps/s (CFG), implicit-GEMM convolutions + CUDA graphs** | "
+               "**%.1f** |\n", 1.0 / gmean);
+        printf("| implicit-GEMM: graphs vs eager output, max abs diff / max abs | %.2e |\n",
+               rel_err(gout, iout, nx));
+        sd_backend_cuda_set_graphs(be, false);
+        free(gout);
+    }
+    mem_line("UNet with implicit-GEMM convolutions", be);
+    if (o->profile)
+        profile_pass(be, u, x, t, ctx, L, B, lat, iout, " with implicit-GEMM convolutions");
+    sd_backend_cuda_set_conv_implicit(be, false);
+    free(iout);
+    return failed;
+}
+
+/* Returns 1 when the graph pass or the implicit-GEMM convolutions disagree
+ * with the eager im2col one, else 0. */
 static int unet_phase(const opts *o)
 {
     char err[512];
@@ -251,15 +362,8 @@ static int unet_phase(const opts *o)
     double t0 = now();
     if (sd_unet_forward(u, x, t, ctx, L, B, lat, lat, out, err, sizeof err)) die("UNet", err);
     double first = now() - t0;
-    double sum = 0, best = 1e30;
-    for (int i = 0; i < o->runs; i++) {
-        t0 = now();
-        if (sd_unet_forward(u, x, t, ctx, L, B, lat, lat, out, err, sizeof err)) die("UNet", err);
-        double dt = now() - t0;
-        sum += dt;
-        if (dt < best) best = dt;
-    }
-    double mean = sum / o->runs;
+    double mean, best;
+    timed_passes(u, x, t, ctx, L, B, lat, out, o->runs, &mean, &best, "UNet");
     for (size_t i = 0; i < nx; i++)
         if (!isfinite(out[i])) die("UNet", "non-finite output");
     printf("\n### UNet, %dx%d, batch 2 (one CFG step), AUTO precision (fp16 tensor cores)\n\n",
@@ -315,18 +419,8 @@ static int unet_phase(const opts *o)
         sd_backend_cuda_set_graphs(be, false);
         free(gout);
     }
-    if (o->profile) {
-        install_profiler(be);
-        double p0 = now();
-        if (sd_unet_forward(u, x, t, ctx, L, B, lat, lat, out, err, sizeof err)) die("UNet", err);
-        double total = now() - p0;
-        remove_profiler(be);
-        printf("\nPer-op time of one pass, each op synchronised (%.2f ms in all):\n\n", total * 1e3);
-        printf("| op | calls | ms | share |\n|---|---|---|---|\n");
-        for (int k = 0; k < P_N; k++)
-            printf("| %s | %ld | %.2f | %.0f%% |\n", prof_names[k], prof_n[k], prof_s[k] * 1e3,
-                   100.0 * prof_s[k] / total);
-    }
+    graph_failed |= implicit_conv_rows(o, be, u, x, t, ctx, L, B, lat, out, nx, mean);
+    if (o->profile) profile_pass(be, u, x, t, ctx, L, B, lat, out, "");
     free(x);
     free(ctx);
     free(out);
@@ -334,6 +428,135 @@ static int unet_phase(const opts *o)
     sd_backend_destroy(be);
     sd_model_file_close(f);
     return graph_failed;
+}
+
+/* ---- implicit-GEMM convolutions per shape (tuning) --------------------------- */
+
+/* One conv of the SD1.5 UNet at the benchmark's size, batch 2. */
+typedef struct sweep_shape {
+    int div;                     /* input side = latent / div */
+    int cin, cout, stride;
+} sweep_shape;
+
+/* Microseconds per conv, `reps` queued back to back (as an eager pass
+ * queues them), after two warm-up calls (weight upload, scratch growth). */
+static double time_conv(sd_backend *be, const sd_tensor *x, const sd_tensor_info *w,
+                        const sd_tensor_info *b, const sd_conv_params *p, sd_tensor *out, int reps)
+{
+    for (int i = 0; i < 2; i++)
+        if (sd_conv2d(be, x, w, b, p, NULL, out)) die("conv sweep", sd_backend_error(be));
+    if (sd_backend_cuda_synchronize(be)) die("conv sweep", sd_backend_error(be));
+    double t0 = now();
+    for (int i = 0; i < reps; i++)
+        if (sd_conv2d(be, x, w, b, p, NULL, out)) die("conv sweep", sd_backend_error(be));
+    if (sd_backend_cuda_synchronize(be)) die("conv sweep", sd_backend_error(be));
+    return (now() - t0) / reps * 1e6;
+}
+
+/* Each 3x3 conv shape of the SD1.5 UNet (batch 2 at --size): im2col +
+ * cuBLAS against the implicit-GEMM kernel with its own choice of block
+ * shape and K splits, and with each block shape forced (SD_CUDA_IGEMM,
+ * read by a new backend; K splits by the kernel's rule, and 128x160 also
+ * unsplit): where the kernel wins, and what ig_pick (conv_igemm.cu)
+ * should choose on this GPU. */
+static void conv_sweep(const opts *o)
+{
+    static const sweep_shape shapes[] = {
+        { 1, 320, 320, 1 },  { 1, 640, 320, 1 },   { 1, 960, 320, 1 },  { 1, 320, 320, 2 },
+        { 2, 320, 640, 1 },  { 2, 640, 640, 1 },   { 2, 1920, 640, 1 }, { 2, 640, 640, 2 },
+        { 4, 640, 1280, 1 }, { 4, 1280, 1280, 1 }, { 4, 2560, 1280, 1 }, { 4, 1280, 1280, 2 },
+        { 8, 1280, 1280, 1 }, { 8, 2560, 1280, 1 }, { 1, 640, 640, 1 },  { 1, 320, 4, 1 },
+    };
+    enum { NS = sizeof shapes / sizeof shapes[0] };
+    static const char *const settings[] = { NULL, "128x160", "128x128", "128x64", "64x64",
+                                            "128x160/1" };
+    enum { NSET = sizeof settings / sizeof settings[0] };
+    const int lat = o->size / 8, B = 2, reps = 20;
+    double us[NS][NSET + 1];
+    /* weights, bias and input per shape, shared by every backend */
+    uint16_t *wdata[NS];
+    float *bdata[NS], *xdata[NS];
+    sd_tensor_info wi[NS], bi[NS];
+    char names[NS][96];
+    for (int s = 0; s < NS; s++) {
+        const sweep_shape *sh = &shapes[s];
+        const int h = lat / sh->div;
+        const size_t nw = (size_t)sh->cout * sh->cin * 9, nx = (size_t)B * h * h * sh->cin;
+        float *wf = random_floats(nw, 100 + (unsigned)s, 0.02f);
+        wdata[s] = malloc(nw * sizeof(uint16_t));
+        if (!wdata[s]) die("conv sweep", "out of memory");
+        for (size_t i = 0; i < nw; i++) wdata[s][i] = sd_f32_to_f16(wf[i]);
+        free(wf);
+        bdata[s] = random_floats((size_t)sh->cout, 200 + (unsigned)s, 0.1f);
+        xdata[s] = random_floats(nx, 300 + (unsigned)s, 1.0f);
+        snprintf(names[s], sizeof names[s], "model.diffusion_model.sweep.%d.weight", s);
+        memset(&wi[s], 0, sizeof wi[s]);
+        wi[s].name = names[s];
+        wi[s].dtype = SD_DTYPE_F16;
+        wi[s].ndim = 4;
+        wi[s].shape[0] = sh->cout;
+        wi[s].shape[1] = sh->cin;
+        wi[s].shape[2] = wi[s].shape[3] = 3;
+        wi[s].data = wdata[s];
+        wi[s].nbytes = nw * sizeof(uint16_t);
+        memset(&bi[s], 0, sizeof bi[s]);
+        bi[s].name = "model.diffusion_model.sweep.bias";
+        bi[s].dtype = SD_DTYPE_F32;
+        bi[s].ndim = 1;
+        bi[s].shape[0] = sh->cout;
+        bi[s].data = bdata[s];
+        bi[s].nbytes = (size_t)sh->cout * sizeof(float);
+    }
+    /* column 0: im2col; 1: the kernel's own choice; 2..: forced shapes */
+    for (int c = 0; c <= NSET; c++) {
+        const char *force = c >= 2 ? settings[c - 1] : NULL;
+        if (force) setenv("SD_CUDA_IGEMM", force, 1);
+        sd_backend *be = make_cuda(SD_CUDA_PREC_AUTO);
+        if (force) unsetenv("SD_CUDA_IGEMM");
+        if (c >= 1 && sd_backend_cuda_set_conv_implicit(be, true))
+            die("conv sweep", sd_backend_error(be));
+        for (int s = 0; s < NS; s++) {
+            const sweep_shape *sh = &shapes[s];
+            const int h = lat / sh->div, oh = (h + 2 - 3) / sh->stride + 1;
+            const sd_conv_params p = { sh->stride, 1, 1, 1, 1, SD_PAD_ZEROS };
+            sd_tensor x, out;
+            if (sd_tensor_new(be, &x, B, h, h, sh->cin) || sd_upload(be, xdata[s], &x) ||
+                sd_tensor_new(be, &out, B, oh, oh, sh->cout))
+                die("conv sweep", sd_backend_error(be));
+            us[s][c] = time_conv(be, &x, &wi[s], &bi[s], &p, &out, reps);
+            sd_tensor_free(be, &x);
+            sd_tensor_free(be, &out);
+        }
+        sd_backend_destroy(be);
+    }
+    printf("\n### 3x3 convolutions of the UNet, %dx%d batch 2: im2col + cuBLAS vs the "
+           "implicit-GEMM kernel (us a conv, %d queued back to back)\n\n", o->size, o->size, reps);
+    printf("| input, Cin -> Cout, stride | GFLOP | im2col | implicit (own choice) | TFLOP/s "
+           "| 128x160 | 128x128 | 128x64 | 64x64 | 128x160 unsplit |\n"
+           "|---|---|---|---|---|---|---|---|---|---|\n");
+    double sum_im2col = 0, sum_auto = 0, sum_best = 0;
+    for (int s = 0; s < NS; s++) {
+        const sweep_shape *sh = &shapes[s];
+        const int h = lat / sh->div, oh = (h + 2 - 3) / sh->stride + 1;
+        const double gflop = 2.0 * B * oh * oh * sh->cout * 9.0 * sh->cin / 1e9;
+        double best = us[s][1];
+        for (int c = 2; c <= NSET; c++)
+            if (us[s][c] < best) best = us[s][c];
+        sum_im2col += us[s][0];
+        sum_auto += us[s][1];
+        sum_best += best < us[s][0] ? best : us[s][0];
+        printf("| %dx%d, %d -> %d, s%d | %.1f | %.1f | **%.1f** | %.0f |", h, h, sh->cin, sh->cout,
+               sh->stride, gflop, us[s][0], us[s][1], gflop / us[s][1] * 1e3);
+        for (int c = 2; c <= NSET; c++) printf(" %.1f |", us[s][c]);
+        printf("\n");
+    }
+    printf("| **sum of the shapes above (each once)** | | %.0f | **%.0f** | | best of all "
+           "columns per shape: %.0f | | | | |\n", sum_im2col, sum_auto, sum_best);
+    for (int s = 0; s < NS; s++) {
+        free(wdata[s]);
+        free(bdata[s]);
+        free(xdata[s]);
+    }
 }
 
 /* max |a - b| / max |b| */
@@ -423,6 +646,19 @@ static int compare_phase(const opts *o)
             snprintf(what, sizeof what, "VAE decode %dx%d, %s", 8 * h, 8 * h, pname[p]);
             failed += !check(what, rel_err(out, ref, ni), vae_bound[p]);
         }
+        {
+            /* the opt-in bf16 VAE (8 significant bits: 1.4e-2 on the
+             * emulation at 64x64, TF32 1.4e-3), at its own bound */
+            sd_backend *bf = make_cuda(SD_CUDA_PREC_AUTO_VAE_BF16);
+            if (sd_vae_create(f, &fam, bf, &v, err, sizeof err) ||
+                sd_vae_decode(v, z, 1, h, h, out, err, sizeof err))
+                die("CUDA VAE (bf16)", err);
+            sd_vae_destroy(v);
+            sd_backend_destroy(bf);
+            char what[128];
+            snprintf(what, sizeof what, "VAE decode %dx%d, AUTO_VAE_BF16", 8 * h, 8 * h);
+            failed += !check(what, rel_err(out, ref, ni), 4e-2);
+        }
         free(z);
         free(ref);
         free(out);
@@ -479,6 +715,8 @@ typedef struct image_config {
     int offload;                 /* sd_offload */
     int vae_tile;                /* latent tile side, 0 = whole decode at 512 */
     bool graphs;                 /* cuda_graphs */
+    bool conv_implicit;          /* cuda_conv_implicit */
+    bool vae_bf16;               /* the backend in SD_CUDA_PREC_AUTO_VAE_BF16 (opt-in) */
 } image_config;
 
 typedef struct image_result {
@@ -500,6 +738,7 @@ static image_result image_phase(const opts *o, const image_config *cfg)
     po.keep_pool = keep_pool;
     po.offload = cfg->offload;
     po.cuda_graphs = cfg->graphs;
+    po.cuda_conv_implicit = cfg->conv_implicit;
     po.phase_memory = true;
     if (cfg->vae_tile > 0) {
         po.vae_tile = cfg->vae_tile;
@@ -507,6 +746,10 @@ static image_result image_phase(const opts *o, const image_config *cfg)
     }
     double t0 = now();
     if (sd_pipeline_load(&po, &p, err, sizeof err)) die("pipeline", err);
+    /* the pipeline creates its backend in AUTO (TF32 VAE); bf16 is opt-in */
+    if (cfg->vae_bf16 &&
+        sd_backend_cuda_set_precision(sd_pipeline_backend(p), SD_CUDA_PREC_AUTO_VAE_BF16, NULL))
+        die("AUTO_VAE_BF16", sd_backend_error(sd_pipeline_backend(p)));
     double load = now() - t0;
     sd_job job;
     sd_job_init(&job);
@@ -589,16 +832,27 @@ static void image_phases(const opts *o)
 {
     static const image_config cfgs[] = {
         { "pool trimmed before the VAE and after the image (default)", false, SD_OFFLOAD_NONE, 0,
-          false },
-        { "activation pool kept (keep_pool)", true, SD_OFFLOAD_NONE, 0, false },
+          false, false, false },
+        { "activation pool kept (keep_pool)", true, SD_OFFLOAD_NONE, 0, false, false, false },
         { "offload = encoders (text encoder and VAE weights dropped after use)", false,
-          SD_OFFLOAD_ENCODERS, 0, false },
+          SD_OFFLOAD_ENCODERS, 0, false, false, false },
         { "offload = encoders, VAE in 256 px tiles (vae_tile 32)", false, SD_OFFLOAD_ENCODERS,
-          32, false },
+          32, false, false, false },
         { "offload = sequential (one network's weights on the device at a time)", false,
-          SD_OFFLOAD_SEQUENTIAL, 0, false },
-        { "default + CUDA graphs of the UNet step (cuda_graphs)", false, SD_OFFLOAD_NONE, 0, true },
-        { "offload = sequential + CUDA graphs", false, SD_OFFLOAD_SEQUENTIAL, 0, true },
+          SD_OFFLOAD_SEQUENTIAL, 0, false, false, false },
+        { "default + CUDA graphs of the UNet step (cuda_graphs)", false, SD_OFFLOAD_NONE, 0, true,
+          false, false },
+        { "offload = sequential + CUDA graphs", false, SD_OFFLOAD_SEQUENTIAL, 0, true, false,
+          false },
+        { "default + implicit-GEMM convolutions (cuda_conv_implicit)", false, SD_OFFLOAD_NONE, 0,
+          false, true, false },
+        { "default + CUDA graphs + implicit-GEMM convolutions", false, SD_OFFLOAD_NONE, 0, true,
+          true, false },
+        { "default + VAE in bf16 (SD_CUDA_PREC_AUTO_VAE_BF16)", false, SD_OFFLOAD_NONE, 0,
+          false, false, true },
+        { "offload = encoders + VAE in bf16", false, SD_OFFLOAD_ENCODERS, 0, false, false, true },
+        { "offload = sequential + VAE in bf16", false, SD_OFFLOAD_SEQUENTIAL, 0, false, false,
+          true },
     };
     enum { N = sizeof cfgs / sizeof cfgs[0] };
     image_result r[N];
@@ -769,7 +1023,7 @@ static int ensure_weights(const char *path)
 
 int main(int argc, char **argv)
 {
-    opts o = { "build/bench/sd15-random-f16.safetensors", NULL, 20, 20, 512, 256, 0, 1, 1, 0 };
+    opts o = { "build/bench/sd15-random-f16.safetensors", NULL, 20, 20, 512, 256, 0, 1, 1, 0, 1 };
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         int more = i + 1 < argc;
@@ -783,10 +1037,12 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--no-image")) o.image = 0;
         else if (!strcmp(a, "--no-compare")) o.compare = 0;
         else if (!strcmp(a, "--memory-plan")) o.memory_plan = 1;
+        else if (!strcmp(a, "--no-conv-sweep")) o.sweep = 0;
         else {
             fprintf(stderr,
                     "usage: %s [--weights FILE] [--vocab FILE] [--runs N] [--steps N] [--size PX] "
-                    "[--compare-size PX] [--profile] [--no-image] [--no-compare] [--memory-plan]\n",
+                    "[--compare-size PX] [--profile] [--no-image] [--no-compare] [--memory-plan] "
+                    "[--no-conv-sweep]\n",
                     argv[0]);
             return 2;
         }
@@ -826,6 +1082,8 @@ int main(int argc, char **argv)
         return 0;
     }
     int failed = unet_phase(&o);
+    fflush(stdout);
+    if (o.sweep) conv_sweep(&o);
     fflush(stdout);
     if (o.compare) failed += compare_phase(&o);
     fflush(stdout);

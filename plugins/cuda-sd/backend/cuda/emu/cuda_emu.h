@@ -26,7 +26,11 @@
  *     with the alignment and leading-dimension rules of the real API;
  *   - cublasGemmEx / cublasGemmStridedBatchedEx with cuBLAS's column-major
  *     conventions and argument checks; TF32 inputs are rounded to 10
- *     mantissa bits, fp16 inputs are exact, accumulation in float32;
+ *     mantissa bits, fp16 and bf16 inputs are exact (16-bit A and B need
+ *     CUBLAS_COMPUTE_32F and a float32 C, as the backend asks), products
+ *     and accumulation in float32 - what a GPU's tensor cores give up to the
+ *     order of the sums, since the kernels round to fp16/bf16 to nearest
+ *     even as the GPU's conversions do;
  *   - device memory is host memory (no separate address space: a host
  *     dereference of a device pointer is not caught here); frees are
  *     immediate, so the bytes in use and their high-water mark are exact
