@@ -352,6 +352,11 @@ static int unet_phase(const opts *o)
     sd_family_info fam;
     open_model(o, &f, &fam);
     sd_backend *be = make_cuda(SD_CUDA_PREC_AUTO);
+    /* the process's first backend, nothing uploaded yet: the CUDA context,
+     * the cuBLAS/cuBLASLt handles and the empty pool */
+    sd_cuda_memory empty;
+    const double empty_mb =
+        sd_backend_cuda_memory(be, &empty, false) == 0 ? empty.device_used / 1048576.0 : -1.0;
     sd_unet *u = NULL;
     if (sd_unet_create(f, &fam, be, &u, err, sizeof err)) die("UNet", err);
     const int lat = o->size / 8, B = 2, L = 77;
@@ -369,6 +374,9 @@ static int unet_phase(const opts *o)
     printf("\n### UNet, %dx%d, batch 2 (one CFG step), AUTO precision (fp16 tensor cores)\n\n",
            o->size, o->size);
     printf("| quantity | value |\n|---|---|\n");
+    printf("| whole device in use by an empty backend (CUDA context, cuBLAS handles, before any "
+           "weight or kernel) | %.0f MB |\n",
+           empty_mb);
     printf("| first pass (uploads and converts 1.7 GB of weights) | %.3f s |\n", first);
     printf("| CFG step (batch-2 UNet pass incl. host transfers), mean of %d | %.2f ms |\n",
            o->runs, mean * 1e3);
