@@ -31,14 +31,16 @@ fuzz_config_SRCS      := $(FUZZ_CORE_SRCS)
 fuzz_config_LIBS      := $(CORE_LIBS)
 fuzz_broker_json_SRCS := $(broker_TEST_SRCS)
 fuzz_broker_json_LIBS := $(JANSSON_LIBS) -lpthread -lm
-fuzz_model_file_SRCS  := $(FUZZ_ENGINE)/model_file.c $(FUZZ_ENGINE)/pickle.c $(FUZZ_ENGINE)/zip.c
+fuzz_model_file_SRCS  := $(FUZZ_ENGINE)/model_file.c $(FUZZ_ENGINE)/pickle.c $(FUZZ_ENGINE)/zip.c \
+                         $(FUZZ_ENGINE)/error_text.c
 fuzz_model_file_LIBS  := $(JANSSON_LIBS) -lz -lm
 fuzz_pickle_SRCS      := $(FUZZ_ENGINE)/pickle.c
 fuzz_pickle_LIBS      := -lm
-fuzz_zip_SRCS         := $(FUZZ_ENGINE)/zip.c
+fuzz_zip_SRCS         := $(FUZZ_ENGINE)/zip.c $(FUZZ_ENGINE)/error_text.c
 fuzz_zip_LIBS         := -lz
 fuzz_prompt_SRCS      := $(FUZZ_ENGINE)/tokenizer.c $(FUZZ_ENGINE)/prompt_weights.c \
-                         $(FUZZ_ENGINE)/text_normalize.c $(FUZZ_ENGINE)/unicode_data.c
+                         $(FUZZ_ENGINE)/text_normalize.c $(FUZZ_ENGINE)/unicode_data.c \
+                         $(FUZZ_ENGINE)/error_text.c
 fuzz_prompt_LIBS      := $(JANSSON_LIBS) -lz -lm
 fuzz_image_SRCS       := $(FUZZ_ENGINE)/image_io.c $(FUZZ_ENGINE)/error_text.c
 fuzz_image_LIBS       := $(shell pkg-config --libs libpng libwebp 2>/dev/null) -lm

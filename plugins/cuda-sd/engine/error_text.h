@@ -10,4 +10,9 @@
  * -1, so a failing path reads `return sd_fail(err, errlen, "...", ...);`. */
 int sd_fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
+/* The same with a "where: " prefix (a file name, or what was being read),
+ * for errors about one input file. where must not be NULL. */
+int sd_fail_in(char *err, size_t errlen, const char *where, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
 #endif

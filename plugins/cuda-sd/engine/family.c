@@ -5,6 +5,8 @@
  * transformer depth. */
 #include "family.h"
 
+#include "error_text.h"
+
 #include <ctype.h>
 #include <jansson.h>
 #include <math.h>
@@ -20,22 +22,9 @@
 #define TEXT_HF_OLD "cond_stage_model.transformer."
 #define TEXT_OPENCLIP "cond_stage_model.model."
 
-static int failf(char *err, size_t errlen, const char *fname, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static int failf(char *err, size_t errlen, const char *fname, const char *fmt, ...)
-{
-    if (err && errlen) {
-        int n = snprintf(err, errlen, "%s: ", fname ? fname : "(model)");
-        if (n < 0) n = 0;
-        if ((size_t)n < errlen) {
-            va_list ap;
-            va_start(ap, fmt);
-            vsnprintf(err + n, errlen - (size_t)n, fmt, ap);
-            va_end(ap);
-        }
-    }
-    return -1;
-}
+/* errors about one file: "<file>: ...", "(model): ..." when it has no name */
+#define failf(err, errlen, fname, ...) \
+    sd_fail_in(err, errlen, (fname) ? (fname) : "(model)", __VA_ARGS__)
 
 /* Tensor by printf-formatted name, or NULL. */
 static const sd_tensor_info *findf(const sd_model_file *f, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

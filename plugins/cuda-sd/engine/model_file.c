@@ -6,6 +6,8 @@
  * copied into contiguous buffers. */
 #include "model_file.h"
 
+#include "error_text.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
@@ -42,22 +44,6 @@ struct sd_model_file {
     size_t n_meta;
 };
 
-static int failf(char *err, size_t errlen, const char *fname, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static int failf(char *err, size_t errlen, const char *fname, const char *fmt, ...)
-{
-    if (err && errlen) {
-        int n = snprintf(err, errlen, "%s: ", fname);
-        if (n < 0) n = 0;
-        if ((size_t)n < errlen) {
-            va_list ap;
-            va_start(ap, fmt);
-            vsnprintf(err + n, errlen - (size_t)n, fmt, ap);
-            va_end(ap);
-        }
-    }
-    return -1;
-}
 
 /* ---- dtypes ---------------------------------------------------------------- */
 static const struct { const char *name; size_t size; } dtype_table[SD_DTYPE_COUNT] = {
@@ -163,7 +149,7 @@ static int sort_and_check(sd_model_file *f, char *err, size_t errlen)
     qsort(f->tensors, f->n, sizeof *f->tensors, cmp_tensor);
     for (size_t i = 1; i < f->n; i++)
         if (strcmp(f->tensors[i - 1].name, f->tensors[i].name) == 0)
-            return failf(err, errlen, f->path, "tensor '%s' appears twice", f->tensors[i].name);
+            return sd_fail_in(err, errlen, f->path, "tensor '%s' appears twice", f->tensors[i].name);
     return 0;
 }
 
@@ -172,65 +158,65 @@ static int parse_safetensors(sd_model_file *f, char *err, size_t errlen)
 {
     const char *fn = f->path;
     if (f->len < 8)
-        return failf(err, errlen, fn, "file is %zu bytes, too short for a safetensors header (needs at least 8)", f->len);
+        return sd_fail_in(err, errlen, fn, "file is %zu bytes, too short for a safetensors header (needs at least 8)", f->len);
     uint64_t hlen = 0;
     for (int i = 7; i >= 0; i--) hlen = (hlen << 8) | f->base[i];
     if (hlen > SAFETENSORS_MAX_HEADER)
-        return failf(err, errlen, fn, "safetensors header length %llu is implausible (limit %u; not a safetensors file?)",
+        return sd_fail_in(err, errlen, fn, "safetensors header length %llu is implausible (limit %u; not a safetensors file?)",
                      (unsigned long long)hlen, SAFETENSORS_MAX_HEADER);
     if (hlen > f->len - 8)
-        return failf(err, errlen, fn, "safetensors header claims %llu bytes but only %zu follow (truncated file)",
+        return sd_fail_in(err, errlen, fn, "safetensors header claims %llu bytes but only %zu follow (truncated file)",
                      (unsigned long long)hlen, f->len - 8);
-    if (hlen < 2) return failf(err, errlen, fn, "safetensors header is empty");
+    if (hlen < 2) return sd_fail_in(err, errlen, fn, "safetensors header is empty");
     const unsigned char *data = f->base + 8 + hlen;
     size_t data_len = f->len - 8 - (size_t)hlen;
 
     json_error_t jerr;
     json_t *root = json_loadb((const char *)f->base + 8, (size_t)hlen, JSON_REJECT_DUPLICATES, &jerr);
     if (!root)
-        return failf(err, errlen, fn, "safetensors header is not valid JSON: %s (header byte %d)", jerr.text,
+        return sd_fail_in(err, errlen, fn, "safetensors header is not valid JSON: %s (header byte %d)", jerr.text,
                      jerr.position);
     if (!json_is_object(root)) {
         json_decref(root);
-        return failf(err, errlen, fn, "safetensors header is not a JSON object");
+        return sd_fail_in(err, errlen, fn, "safetensors header is not a JSON object");
     }
     size_t count = json_object_size(root);
     f->tensors = calloc(count ? count : 1, sizeof *f->tensors);
     if (!f->tensors) {
         json_decref(root);
-        return failf(err, errlen, fn, "out of memory");
+        return sd_fail_in(err, errlen, fn, "out of memory");
     }
     const char *key;
     json_t *val;
     int rc = 0;
     json_object_foreach(root, key, val) {
         if (strcmp(key, "__metadata__") == 0) {
-            if (!json_is_object(val)) { rc = failf(err, errlen, fn, "__metadata__ is not an object"); break; }
+            if (!json_is_object(val)) { rc = sd_fail_in(err, errlen, fn, "__metadata__ is not an object"); break; }
             const char *mk;
             json_t *mv;
             json_object_foreach(val, mk, mv) {
                 if (!json_is_string(mv)) continue;  /* the format says strings; tolerate others */
-                if (add_meta(f, mk, json_string_value(mv))) { rc = failf(err, errlen, fn, "out of memory"); break; }
+                if (add_meta(f, mk, json_string_value(mv))) { rc = sd_fail_in(err, errlen, fn, "out of memory"); break; }
             }
             if (rc) break;
             continue;
         }
-        if (!json_is_object(val)) { rc = failf(err, errlen, fn, "tensor '%s': entry is not an object", key); break; }
+        if (!json_is_object(val)) { rc = sd_fail_in(err, errlen, fn, "tensor '%s': entry is not an object", key); break; }
         json_t *jd = json_object_get(val, "dtype"), *js = json_object_get(val, "shape"),
                *jo = json_object_get(val, "data_offsets");
         sd_dtype dt;
-        if (!json_is_string(jd)) { rc = failf(err, errlen, fn, "tensor '%s': missing dtype", key); break; }
+        if (!json_is_string(jd)) { rc = sd_fail_in(err, errlen, fn, "tensor '%s': missing dtype", key); break; }
         if (dtype_from_name(json_string_value(jd), &dt)) {
-            rc = failf(err, errlen, fn, "tensor '%s': unsupported dtype '%s'", key, json_string_value(jd));
+            rc = sd_fail_in(err, errlen, fn, "tensor '%s': unsupported dtype '%s'", key, json_string_value(jd));
             break;
         }
         if (!json_is_array(js) || json_array_size(js) > SD_MAX_DIMS) {
-            rc = failf(err, errlen, fn, "tensor '%s': shape is missing or has more than %d dimensions", key, SD_MAX_DIMS);
+            rc = sd_fail_in(err, errlen, fn, "tensor '%s': shape is missing or has more than %d dimensions", key, SD_MAX_DIMS);
             break;
         }
         if (!json_is_array(jo) || json_array_size(jo) != 2 || !json_is_integer(json_array_get(jo, 0)) ||
             !json_is_integer(json_array_get(jo, 1))) {
-            rc = failf(err, errlen, fn, "tensor '%s': data_offsets must be two integers", key);
+            rc = sd_fail_in(err, errlen, fn, "tensor '%s': data_offsets must be two integers", key);
             break;
         }
         sd_tensor_info *t = &f->tensors[f->n];
@@ -239,30 +225,30 @@ static int parse_safetensors(sd_model_file *f, char *err, size_t errlen)
         for (int i = 0; i < t->ndim; i++) {
             json_t *d = json_array_get(js, (size_t)i);
             if (!json_is_integer(d) || json_integer_value(d) < 0) {
-                rc = failf(err, errlen, fn, "tensor '%s': shape entry %d is not a non-negative integer", key, i);
+                rc = sd_fail_in(err, errlen, fn, "tensor '%s': shape entry %d is not a non-negative integer", key, i);
                 break;
             }
             t->shape[i] = json_integer_value(d);
         }
         if (rc) break;
         int64_t numel = checked_numel(t->shape, t->ndim);
-        if (numel < 0) { rc = failf(err, errlen, fn, "tensor '%s': shape is too large", key); break; }
+        if (numel < 0) { rc = sd_fail_in(err, errlen, fn, "tensor '%s': shape is too large", key); break; }
         long long b = json_integer_value(json_array_get(jo, 0)), e = json_integer_value(json_array_get(jo, 1));
         if (b < 0 || e < b || (unsigned long long)e > data_len) {
-            rc = failf(err, errlen, fn, "tensor '%s': data_offsets [%lld, %lld) lie outside the %zu-byte data section%s",
+            rc = sd_fail_in(err, errlen, fn, "tensor '%s': data_offsets [%lld, %lld) lie outside the %zu-byte data section%s",
                        key, b, e, data_len, (unsigned long long)e > data_len ? " (truncated file?)" : "");
             break;
         }
         uint64_t want = (uint64_t)numel * sd_dtype_size(dt);
         if ((uint64_t)(e - b) != want) {
-            rc = failf(err, errlen, fn, "tensor '%s': data_offsets span %lld bytes but %s%s needs %llu", key, e - b,
+            rc = sd_fail_in(err, errlen, fn, "tensor '%s': data_offsets span %lld bytes but %s%s needs %llu", key, e - b,
                        sd_dtype_name(dt), t->ndim ? " of its shape" : " scalar", (unsigned long long)want);
             break;
         }
         t->data = data + b;
         t->nbytes = (size_t)want;
         t->name = strdup(key);
-        if (!t->name) { rc = failf(err, errlen, fn, "out of memory"); break; }
+        if (!t->name) { rc = sd_fail_in(err, errlen, fn, "out of memory"); break; }
         f->n++;
     }
     json_decref(root);
@@ -286,16 +272,16 @@ static int load_storage(sd_model_file *f, const sd_zip *z, const char *prefix, c
     char name[1024];
     snprintf(name, sizeof name, "%s/data/%s", prefix, key);
     const sd_zip_entry *e = sd_zip_find(z, name);
-    if (!e) return failf(err, errlen, f->path, "storage '%s' referenced by the pickle is missing from the archive", name);
+    if (!e) return sd_fail_in(err, errlen, f->path, "storage '%s' referenced by the pickle is missing from the archive", name);
     const unsigned char *data;
     unsigned char *owned;
     if (sd_zip_read(z, e, 0, &data, &owned, err, errlen)) return -1;
     if (owned && keep_owned(f, owned)) {
         free(owned);
-        return failf(err, errlen, f->path, "out of memory");
+        return sd_fail_in(err, errlen, f->path, "out of memory");
     }
     storage_ref *nc = realloc(*cache, (*n_cache + 1) * sizeof *nc);
-    if (!nc) return failf(err, errlen, f->path, "out of memory");
+    if (!nc) return sd_fail_in(err, errlen, f->path, "out of memory");
     *cache = nc;
     nc[*n_cache].key = key;
     nc[*n_cache].data = data;
@@ -312,8 +298,8 @@ static int place_tensor(sd_model_file *f, const sd_pickle_tensor *pt, const stor
     size_t es = sd_dtype_size(pt->dtype);
     uint64_t storage_elems = s->len / es;
     int64_t numel = checked_numel(pt->shape, pt->ndim);
-    if (numel < 0) return failf(err, errlen, f->path, "tensor '%s': bad shape", pt->name);
-    if (pt->storage_offset < 0) return failf(err, errlen, f->path, "tensor '%s': negative storage offset", pt->name);
+    if (numel < 0) return sd_fail_in(err, errlen, f->path, "tensor '%s': bad shape", pt->name);
+    if (pt->storage_offset < 0) return sd_fail_in(err, errlen, f->path, "tensor '%s': negative storage offset", pt->name);
     t->nbytes = (size_t)numel * es;
     if (numel == 0) {
         t->data = s->data;
@@ -323,23 +309,23 @@ static int place_tensor(sd_model_file *f, const sd_pickle_tensor *pt, const stor
     bool contiguous = true;
     int64_t expect = 1;
     for (int i = pt->ndim - 1; i >= 0; i--) {
-        if (pt->stride[i] < 0) return failf(err, errlen, f->path, "tensor '%s': negative stride", pt->name);
+        if (pt->stride[i] < 0) return sd_fail_in(err, errlen, f->path, "tensor '%s': negative stride", pt->name);
         uint64_t span;
         if (__builtin_mul_overflow((uint64_t)(pt->shape[i] - 1), (uint64_t)pt->stride[i], &span) ||
             __builtin_add_overflow(last, span, &last))
-            return failf(err, errlen, f->path, "tensor '%s': view overflows", pt->name);
+            return sd_fail_in(err, errlen, f->path, "tensor '%s': view overflows", pt->name);
         if (pt->shape[i] != 1 && pt->stride[i] != expect) contiguous = false;
         expect *= pt->shape[i];
     }
     if (last >= storage_elems)
-        return failf(err, errlen, f->path, "tensor '%s': view reaches element %llu of a %llu-element storage", pt->name,
+        return sd_fail_in(err, errlen, f->path, "tensor '%s': view reaches element %llu of a %llu-element storage", pt->name,
                      (unsigned long long)last, (unsigned long long)storage_elems);
     const unsigned char *base = s->data + (size_t)pt->storage_offset * es;
     /* a strided view larger than its storage must overlap itself (stride 0
      * broadcasting): not something a checkpoint holds, and copying it
      * could take any amount of memory */
     if (!contiguous && (uint64_t)numel > storage_elems)
-        return failf(err, errlen, f->path, "tensor '%s': overlapping view of %lld elements on a %llu-element storage",
+        return sd_fail_in(err, errlen, f->path, "tensor '%s': overlapping view of %lld elements on a %llu-element storage",
                      pt->name, (long long)numel, (unsigned long long)storage_elems);
     if (contiguous) {
         t->data = base;
@@ -348,7 +334,7 @@ static int place_tensor(sd_model_file *f, const sd_pickle_tensor *pt, const stor
     unsigned char *copy = malloc(t->nbytes);
     if (!copy || keep_owned(f, copy)) {
         free(copy);
-        return failf(err, errlen, f->path, "out of memory");
+        return sd_fail_in(err, errlen, f->path, "out of memory");
     }
     int64_t idx[SD_MAX_DIMS] = {0};
     for (int64_t k = 0; k < numel; k++) {
@@ -376,13 +362,13 @@ static int parse_ckpt(sd_model_file *f, char *err, size_t errlen)
     }
     if (!pkl) {
         sd_zip_close(&z);
-        return failf(err, errlen, f->path, "zip archive has no <name>/data.pkl: not a PyTorch checkpoint");
+        return sd_fail_in(err, errlen, f->path, "zip archive has no <name>/data.pkl: not a PyTorch checkpoint");
     }
     char prefix[512];
     size_t plen = (size_t)(strchr(pkl->name, '/') - pkl->name);
     if (plen >= sizeof prefix) {
         sd_zip_close(&z);
-        return failf(err, errlen, f->path, "archive folder name is too long");
+        return sd_fail_in(err, errlen, f->path, "archive folder name is too long");
     }
     memcpy(prefix, pkl->name, plen);
     prefix[plen] = '\0';
@@ -398,7 +384,7 @@ static int parse_ckpt(sd_model_file *f, char *err, size_t errlen)
         free(o);
         if (!little) {
             sd_zip_close(&z);
-            return failf(err, errlen, f->path, "checkpoint was saved big-endian; only little-endian is supported");
+            return sd_fail_in(err, errlen, f->path, "checkpoint was saved big-endian; only little-endian is supported");
         }
     }
 
@@ -413,7 +399,7 @@ static int parse_ckpt(sd_model_file *f, char *err, size_t errlen)
     storage_ref *cache = NULL;
     size_t n_cache = 0;
     f->tensors = calloc(pr.n_tensors ? pr.n_tensors : 1, sizeof *f->tensors);
-    if (!f->tensors) rc = failf(err, errlen, f->path, "out of memory");
+    if (!f->tensors) rc = sd_fail_in(err, errlen, f->path, "out of memory");
     for (size_t i = 0; i < pr.n_tensors && rc == 0; i++) {
         const sd_pickle_tensor *pt = &pr.tensors[i];
         const storage_ref *s = NULL;
@@ -424,11 +410,11 @@ static int parse_ckpt(sd_model_file *f, char *err, size_t errlen)
         memcpy(t->shape, pt->shape, sizeof t->shape);
         if ((rc = place_tensor(f, pt, s, t, err, errlen))) break;
         t->name = strdup(pt->name);
-        if (!t->name) { rc = failf(err, errlen, f->path, "out of memory"); break; }
+        if (!t->name) { rc = sd_fail_in(err, errlen, f->path, "out of memory"); break; }
         f->n++;
     }
     for (size_t i = 0; i < pr.n_meta && rc == 0; i++)
-        if (add_meta(f, pr.meta[i].key, pr.meta[i].value)) rc = failf(err, errlen, f->path, "out of memory");
+        if (add_meta(f, pr.meta[i].key, pr.meta[i].value)) rc = sd_fail_in(err, errlen, f->path, "out of memory");
     free(cache);
     sd_pickle_result_free(&pr);
     sd_zip_close(&z);
@@ -445,7 +431,7 @@ static int parse_any(sd_model_file *f, char *err, size_t errlen)
         uint64_t h = 0;
         for (int i = 7; i >= 0; i--) h = (h << 8) | f->base[i];
         if (h > f->len)
-            return failf(err, errlen, f->path, "looks like a legacy (pre-zip) PyTorch file, which is not supported; "
+            return sd_fail_in(err, errlen, f->path, "looks like a legacy (pre-zip) PyTorch file, which is not supported; "
                          "re-save it as .safetensors");
     }
     /* named like a torch checkpoint but not a zip: say so, rather than
@@ -455,7 +441,7 @@ static int parse_any(sd_model_file *f, char *err, size_t errlen)
     for (size_t i = 0; i < sizeof torch_ext / sizeof torch_ext[0]; i++) {
         size_t el = strlen(torch_ext[i]);
         if (pl > el && strcasecmp(f->path + pl - el, torch_ext[i]) == 0)
-            return failf(err, errlen, f->path, "not a PyTorch checkpoint: no zip signature at the start "
+            return sd_fail_in(err, errlen, f->path, "not a PyTorch checkpoint: no zip signature at the start "
                          "(truncated, or another format)");
     }
     return parse_safetensors(f, err, errlen);
@@ -464,27 +450,27 @@ static int parse_any(sd_model_file *f, char *err, size_t errlen)
 int sd_model_file_open(const char *path, sd_model_file **out, char *err, size_t errlen)
 {
     *out = NULL;
-    if (!path) return failf(err, errlen, "(null)", "no path given");
+    if (!path) return sd_fail_in(err, errlen, "(null)", "no path given");
     int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return failf(err, errlen, path, "cannot open: %s", strerror(errno));
+    if (fd < 0) return sd_fail_in(err, errlen, path, "cannot open: %s", strerror(errno));
     struct stat st;
     if (fstat(fd, &st) != 0) {
         int e = errno;
         close(fd);
-        return failf(err, errlen, path, "cannot stat: %s", strerror(e));
+        return sd_fail_in(err, errlen, path, "cannot stat: %s", strerror(e));
     }
     if (!S_ISREG(st.st_mode)) {
         close(fd);
-        return failf(err, errlen, path, "not a regular file");
+        return sd_fail_in(err, errlen, path, "not a regular file");
     }
     if (st.st_size == 0) {
         close(fd);
-        return failf(err, errlen, path, "file is empty");
+        return sd_fail_in(err, errlen, path, "file is empty");
     }
     sd_model_file *f = new_file(path);
     if (!f) {
         close(fd);
-        return failf(err, errlen, path, "out of memory");
+        return sd_fail_in(err, errlen, path, "out of memory");
     }
     f->map_len = (size_t)st.st_size;
     f->map = mmap(NULL, f->map_len, PROT_READ, MAP_PRIVATE, fd, 0);
@@ -493,7 +479,7 @@ int sd_model_file_open(const char *path, sd_model_file **out, char *err, size_t 
     if (f->map == MAP_FAILED) {
         f->map = NULL;
         sd_model_file_close(f);
-        return failf(err, errlen, path, "cannot map: %s", strerror(e));
+        return sd_fail_in(err, errlen, path, "cannot map: %s", strerror(e));
     }
     f->base = f->map;
     f->len = f->map_len;
@@ -510,11 +496,11 @@ int sd_model_file_open_memory(const void *bytes, size_t len, const char *name, s
 {
     *out = NULL;
     sd_model_file *f = new_file(name);
-    if (!f) return failf(err, errlen, name ? name : "(memory)", "out of memory");
+    if (!f) return sd_fail_in(err, errlen, name ? name : "(memory)", "out of memory");
     f->mem = malloc(len ? len : 1);
     if (!f->mem) {
         sd_model_file_close(f);
-        return failf(err, errlen, name ? name : "(memory)", "out of memory");
+        return sd_fail_in(err, errlen, name ? name : "(memory)", "out of memory");
     }
     if (len) memcpy(f->mem, bytes, len);
     f->base = f->mem;

@@ -4,6 +4,8 @@
  * merge (id 512 + rank), then <|startoftext|> and <|endoftext|>. */
 #include "tokenizer.h"
 
+#include "error_text.h"
+
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -30,22 +32,9 @@ struct sd_tokenizer {
     int byte_id[256];                   /* byte -> id of its symbol */
 };
 
-static int failf(char *err, size_t errlen, const char *fname, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static int failf(char *err, size_t errlen, const char *fname, const char *fmt, ...)
-{
-    if (err && errlen) {
-        int n = snprintf(err, errlen, "%s: ", fname ? fname : "(tokenizer)");
-        if (n < 0) n = 0;
-        if ((size_t)n < errlen) {
-            va_list ap;
-            va_start(ap, fmt);
-            vsnprintf(err + n, errlen - (size_t)n, fmt, ap);
-            va_end(ap);
-        }
-    }
-    return -1;
-}
+/* errors about one file: "<file>: ...", "(tokenizer): ..." when it has no name */
+#define failf(err, errlen, fname, ...) \
+    sd_fail_in(err, errlen, (fname) ? (fname) : "(tokenizer)", __VA_ARGS__)
 
 /* ---- hash maps ----------------------------------------------------------------- */
 static uint64_t hash_str(const char *s)

@@ -4,6 +4,8 @@
  * well-formed archive with stored/deflated entries is read. */
 #include "zip.h"
 
+#include "error_text.h"
+
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,22 +25,9 @@ static uint32_t rd32(const unsigned char *p)
 }
 static uint64_t rd64(const unsigned char *p) { return (uint64_t)rd32(p) | ((uint64_t)rd32(p + 4) << 32); }
 
-static int fail(char *err, size_t errlen, const char *fname, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static int fail(char *err, size_t errlen, const char *fname, const char *fmt, ...)
-{
-    if (err && errlen) {
-        int n = snprintf(err, errlen, "%s: ", fname ? fname : "(zip)");
-        if (n < 0) n = 0;
-        if ((size_t)n < errlen) {
-            va_list ap;
-            va_start(ap, fmt);
-            vsnprintf(err + n, errlen - (size_t)n, fmt, ap);
-            va_end(ap);
-        }
-    }
-    return -1;
-}
+/* errors about one file: "<file>: ...", "(zip): ..." when it has no name */
+#define fail(err, errlen, fname, ...) \
+    sd_fail_in(err, errlen, (fname) ? (fname) : "(zip)", __VA_ARGS__)
 
 int sd_zip_looks_like(const void *base, size_t len)
 {
