@@ -1,6 +1,8 @@
 /* lib/images: key rules, URL signatures, content types (see images_url.h). */
 #include "images_url.h"
 
+#include <hn/error.h>
+
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -84,15 +86,11 @@ const char *images_content_type(const void *data, size_t len) {
 }
 
 hn_rc images_fail(hn_error *err, int status, const char *rc, const char *fmt, ...) {
-    if (err) {
-        err->status = status;
-        snprintf(err->rc, sizeof err->rc, "%s", rc);
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err->message, sizeof err->message, fmt, ap);
-        va_end(ap);
-    }
-    return HN_ERROR;
+    va_list ap;
+    va_start(ap, fmt);
+    hn_rc r = hn_error_setv(err, status, rc, fmt, ap);
+    va_end(ap);
+    return r;
 }
 
 hn_rc images_bad_key(hn_error *err) {

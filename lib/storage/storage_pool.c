@@ -1,17 +1,15 @@
 /* lib/storage: a provider's connection pool (storage_pool.h). */
 #include "storage/storage_pool.h"
 
+#include <hn/error.h>
+
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
 
 static void set_error(hn_error *err, int status, const char *rc, const char *message) {
-    if (!err)
-        return;
-    err->status = status;
-    snprintf(err->rc, sizeof err->rc, "%s", rc);
-    snprintf(err->message, sizeof err->message, "%s", message);
+    hn_error_set(err, status, rc, "%s", message);
 }
 
 int storage_pool_init(storage_pool *p) {

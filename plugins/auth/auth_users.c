@@ -1,6 +1,8 @@
 /* auth: the users table (see auth_users.h). */
 #include "auth_users.h"
 
+#include <hn/error.h>
+
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -10,15 +12,11 @@
 #include <time.h>
 
 hn_rc auth_fail(hn_error *err, int status, const char *rc, const char *fmt, ...) {
-    if (err) {
-        err->status = status;
-        snprintf(err->rc, sizeof err->rc, "%s", rc);
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err->message, sizeof err->message, fmt, ap);
-        va_end(ap);
-    }
-    return HN_ERROR;
+    va_list ap;
+    va_start(ap, fmt);
+    hn_rc r = hn_error_setv(err, status, rc, fmt, ap);
+    va_end(ap);
+    return r;
 }
 
 /* ---- schema --------------------------------------------------------------- */

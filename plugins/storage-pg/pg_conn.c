@@ -1,6 +1,8 @@
 /* storage-pg: one connection, its prepared statements, binding and errors. */
 #include "pg_conn.h"
 
+#include <hn/error.h>
+
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
@@ -30,11 +32,9 @@
 hn_rc pg_fail(hn_error *err, int status, const char *rc, const char *fmt, ...) {
     if (!err)
         return HN_ERROR;
-    err->status = status;
-    snprintf(err->rc, sizeof err->rc, "%s", rc);
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(err->message, sizeof err->message, fmt, ap);
+    hn_error_setv(err, status, rc, fmt, ap);
     va_end(ap);
     /* libpq's messages end with a newline (or two lines): keep one line */
     for (char *p = err->message; *p; p++) {

@@ -1,6 +1,8 @@
 /* storage-sqlite: one connection, its statement cache, binding and errors. */
 #include "sqlite_conn.h"
 
+#include <hn/error.h>
+
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,18 +12,11 @@
 
 /* ---- errors -------------------------------------------------------------- */
 
-static void set_error(hn_error *err, int status, const char *rc, const char *fmt, va_list ap) {
-    if (!err)
-        return;
-    err->status = status;
-    snprintf(err->rc, sizeof err->rc, "%s", rc);
-    vsnprintf(err->message, sizeof err->message, fmt, ap);
-}
 
 hn_rc sq_fail_msg(hn_error *err, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    set_error(err, 500, "StorageError", fmt, ap);
+    hn_error_setv(err, 500, "StorageError", fmt, ap);
     va_end(ap);
     return HN_ERROR;
 }
@@ -31,7 +26,7 @@ static hn_rc fail_with(hn_error *err, int status, const char *rc, const char *fm
 static hn_rc fail_with(hn_error *err, int status, const char *rc, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    set_error(err, status, rc, fmt, ap);
+    hn_error_setv(err, status, rc, fmt, ap);
     va_end(ap);
     return HN_ERROR;
 }

@@ -3,6 +3,7 @@
 #define HN_HN_H
 
 #include "types.h"
+#include "error.h"
 #include "plugin.h"
 #include "api.h"
 #include "hooks.h"

@@ -13,13 +13,11 @@
 
 static hn_rc api_error(hn_error *err, int status, const char *rc, const char *fmt, ...)
 {
-    err->status = status;
-    snprintf(err->rc, sizeof err->rc, "%s", rc);
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(err->message, sizeof err->message, fmt, ap);
+    hn_rc r = hn_error_setv(err, status, rc, fmt, ap);
     va_end(ap);
-    return HN_ERROR;
+    return r;
 }
 
 static void api_log(hn_plugin *self, hn_log_level level, const char *fmt, ...)
