@@ -482,57 +482,87 @@ static void test_vae_tiled_close_to_whole(void **state)
     sd_model_file_close(mf);
 }
 
+/* The fp16-overflow setting of the two tests below: a backend at `prec`,
+ * the tiny sd1 VAE on it and on the F32 backend, a 4x4 latent of values up
+ * to 3e5 (seed 11) and output buffers of its image size. */
+typedef struct overflow_case {
+    sd_backend *be;
+    sd_model_file *mf;
+    sd_vae *v, *v32;
+    int h, w;
+    size_t npix;
+    float *z, *got, *want;
+} overflow_case;
+
+static void overflow_case_open(const fixture *f, sd_cuda_precision prec, overflow_case *c)
+{
+    sd_cuda_options o = { .precision = prec, .lib_path = f->lib[0] ? f->lib : NULL };
+    char err[512];
+    c->be = sd_backend_cuda_create(&o, err, sizeof err);
+    if (!c->be) fail_msg("backend at precision %d: %s", (int)prec, err);
+    sd_family_info fam;
+    c->mf = open_tiny("sd1", &fam);
+    c->h = c->w = 4;
+    c->v = c->v32 = NULL;
+    if (sd_vae_create(c->mf, &fam, c->be, &c->v, err, sizeof err) ||
+        sd_vae_create(c->mf, &fam, f->cuda[PREC_F32], &c->v32, err, sizeof err))
+        fail_msg("%s", err);
+    const int ds = sd_vae_downscale(c->v);
+    c->npix = (size_t)3 * c->h * ds * c->w * ds;
+    rng_state = 11;
+    c->z = rand_vec((size_t)4 * c->h * c->w, 3e5f);
+    c->got = malloc(c->npix * sizeof(float));
+    c->want = malloc(c->npix * sizeof(float));
+    assert_true(c->got && c->want);
+}
+
+static void overflow_case_close(overflow_case *c)
+{
+    free(c->z);
+    free(c->got);
+    free(c->want);
+    sd_vae_destroy(c->v);
+    sd_vae_destroy(c->v32);
+    sd_model_file_close(c->mf);
+    sd_backend_destroy(c->be);
+}
+
 /* Latents large enough to overflow fp16 (> 65504 after the first 1x1 conv)
  * give NaN/Inf in F16 precision; the check redoes the decode in TF32. */
 static void test_vae_nan_fallback(void **state)
 {
     fixture *f = *state;
     NEED_CUDA(f);
-    sd_cuda_options o = { 0, SD_CUDA_PREC_F16, 0, f->lib[0] ? f->lib : NULL, 0, false, false };
+    overflow_case c;
+    overflow_case_open(f, SD_CUDA_PREC_F16, &c);
     char err[512];
-    sd_backend *f16 = sd_backend_cuda_create(&o, err, sizeof err);
-    if (!f16) fail_msg("F16 backend: %s", err);
-    sd_family_info fam;
-    sd_model_file *mf = open_tiny("sd1", &fam);
-    const int h = 4, w = 4;
-    sd_vae *v16 = NULL, *v32 = NULL;
-    if (sd_vae_create(mf, &fam, f16, &v16, err, sizeof err) ||
-        sd_vae_create(mf, &fam, f->cuda[PREC_F32], &v32, err, sizeof err))
-        fail_msg("%s", err);
-    const int ds = sd_vae_downscale(v16);
-    const size_t npix = (size_t)3 * h * ds * w * ds;
-    rng_state = 11;
-    float *z = rand_vec((size_t)4 * h * w, 3e5f);
-    float *plain = malloc(npix * sizeof(float)), *got = malloc(npix * sizeof(float)),
-          *want = malloc(npix * sizeof(float));
-    assert_true(plain && got && want);
+    const size_t npix = c.npix;
+    float *plain = malloc(npix * sizeof(float));
+    assert_true(plain);
     /* the precondition: plain fp16 really overflows here */
-    if (sd_vae_decode(v16, z, 1, h, w, plain, err, sizeof err)) fail_msg("%s", err);
+    if (sd_vae_decode(c.v, c.z, 1, c.h, c.w, plain, err, sizeof err)) fail_msg("%s", err);
     bool finite = true;
     for (size_t i = 0; i < npix; i++) finite = finite && isfinite(plain[i]);
     assert_false(finite);
     sd_vae_decode_info info;
-    assert_int_equal(sd_vae_decode_image(v16, f16, z, h, w, got, NULL, &info, err, sizeof err), 0);
+    assert_int_equal(
+        sd_vae_decode_image(c.v, c.be, c.z, c.h, c.w, c.got, NULL, &info, err, sizeof err), 0);
     assert_true(info.nan_fallback);
     assert_false(info.nan_left);
-    if (sd_vae_decode(v32, z, 1, h, w, want, err, sizeof err)) fail_msg("%s", err);
-    golden_assert_close("NaN fallback vs F32", got, want, npix, 1e-2 * fmax(1.0, max_abs(want, npix)));
+    if (sd_vae_decode(c.v32, c.z, 1, c.h, c.w, c.want, err, sizeof err)) fail_msg("%s", err);
+    golden_assert_close("NaN fallback vs F32", c.got, c.want, npix,
+                        1e-2 * fmax(1.0, max_abs(c.want, npix)));
     /* the backend's own precision is back to F16 afterwards */
     sd_cuda_precision now;
-    assert_int_equal(sd_backend_cuda_set_precision(f16, SD_CUDA_PREC_F16, &now), 0);
+    assert_int_equal(sd_backend_cuda_set_precision(c.be, SD_CUDA_PREC_F16, &now), 0);
     assert_int_equal(now, SD_CUDA_PREC_F16);
     /* an ordinary latent needs no fallback */
-    for (size_t i = 0; i < (size_t)4 * h * w; i++) z[i] *= 1.0f / 3e5f;
-    assert_int_equal(sd_vae_decode_image(v16, f16, z, h, w, got, NULL, &info, err, sizeof err), 0);
+    for (size_t i = 0; i < (size_t)4 * c.h * c.w; i++) c.z[i] *= 1.0f / 3e5f;
+    assert_int_equal(
+        sd_vae_decode_image(c.v, c.be, c.z, c.h, c.w, c.got, NULL, &info, err, sizeof err), 0);
     assert_false(info.nan_fallback);
-    free(z);
     free(plain);
-    free(got);
-    free(want);
-    sd_vae_destroy(v16);
-    sd_vae_destroy(v32);
-    sd_model_file_close(mf);
-    sd_backend_destroy(f16);
+    overflow_case_close(&c);
 }
 
 /* The bf16 VAE (SD_CUDA_PREC_AUTO_VAE_BF16) has float32's exponent range:
@@ -545,50 +575,32 @@ static void test_vae_bf16_no_overflow(void **state)
 {
     fixture *f = *state;
     NEED_CUDA(f);
-    sd_cuda_options o = { .precision = SD_CUDA_PREC_AUTO_VAE_BF16,
-                          .lib_path = f->lib[0] ? f->lib : NULL };
+    overflow_case c;
+    overflow_case_open(f, SD_CUDA_PREC_AUTO_VAE_BF16, &c);
     char err[512];
-    sd_backend *bf = sd_backend_cuda_create(&o, err, sizeof err);
-    if (!bf) fail_msg("AUTO_VAE_BF16 backend: %s", err);
-    sd_family_info fam;
-    sd_model_file *mf = open_tiny("sd1", &fam);
-    const int h = 4, w = 4;
-    sd_vae *vb = NULL, *v32 = NULL;
-    if (sd_vae_create(mf, &fam, bf, &vb, err, sizeof err) ||
-        sd_vae_create(mf, &fam, f->cuda[PREC_F32], &v32, err, sizeof err))
-        fail_msg("%s", err);
-    const int ds = sd_vae_downscale(vb);
-    const size_t npix = (size_t)3 * h * ds * w * ds;
-    rng_state = 11;                 /* the latent of test_vae_nan_fallback */
-    float *z = rand_vec((size_t)4 * h * w, 3e5f);
-    float *got = malloc(npix * sizeof(float)), *want = malloc(npix * sizeof(float));
-    assert_true(got && want);
+    const size_t npix = c.npix;
     sd_vae_decode_info info;
-    assert_int_equal(sd_vae_decode_image(vb, bf, z, h, w, got, NULL, &info, err, sizeof err), 0);
+    assert_int_equal(
+        sd_vae_decode_image(c.v, c.be, c.z, c.h, c.w, c.got, NULL, &info, err, sizeof err), 0);
     assert_false(info.nan_fallback);
     assert_false(info.nan_left);
-    for (size_t i = 0; i < npix; i++) assert_true(isfinite(got[i]));
-    if (sd_vae_decode(v32, z, 1, h, w, want, err, sizeof err)) fail_msg("%s", err);
-    const double m = max_abs(want, npix);
+    for (size_t i = 0; i < npix; i++) assert_true(isfinite(c.got[i]));
+    if (sd_vae_decode(c.v32, c.z, 1, c.h, c.w, c.want, err, sizeof err)) fail_msg("%s", err);
+    const double m = max_abs(c.want, npix);
     print_message("bf16 VAE at a 3e5 latent: max |bf16 - F32| %.3g of max %.3g\n",
-                  golden_max_abs_diff(got, want, npix, &(size_t){ 0 }), m);
-    golden_assert_close("bf16 VAE vs F32, fp16-overflowing latent", got, want, npix,
+                  golden_max_abs_diff(c.got, c.want, npix, &(size_t){ 0 }), m);
+    golden_assert_close("bf16 VAE vs F32, fp16-overflowing latent", c.got, c.want, npix,
                         3e-2 * fmax(1.0, m));
     /* NaN/Inf from bf16: the fallback runs and restores the precision */
-    z[5] = INFINITY;
-    assert_int_equal(sd_vae_decode_image(vb, bf, z, h, w, got, NULL, &info, err, sizeof err), 0);
+    c.z[5] = INFINITY;
+    assert_int_equal(
+        sd_vae_decode_image(c.v, c.be, c.z, c.h, c.w, c.got, NULL, &info, err, sizeof err), 0);
     assert_true(info.nan_fallback);
     assert_true(info.nan_left);
     sd_cuda_precision now;
-    assert_int_equal(sd_backend_cuda_set_precision(bf, SD_CUDA_PREC_AUTO_VAE_BF16, &now), 0);
+    assert_int_equal(sd_backend_cuda_set_precision(c.be, SD_CUDA_PREC_AUTO_VAE_BF16, &now), 0);
     assert_int_equal(now, SD_CUDA_PREC_AUTO_VAE_BF16);
-    free(z);
-    free(got);
-    free(want);
-    sd_vae_destroy(vb);
-    sd_vae_destroy(v32);
-    sd_model_file_close(mf);
-    sd_backend_destroy(bf);
+    overflow_case_close(&c);
 }
 
 /* ---- model cache: several models through a small VRAM budget ------------------------ */

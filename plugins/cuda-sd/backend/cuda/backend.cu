@@ -488,6 +488,7 @@ static sd_backend *api_create(const sd_cuda_options *opt, char *err, size_t errl
     cb->sm_count = prop.multiProcessorCount;
     cb->smem_optin = prop.sharedMemPerBlockOptin;
     cb->device_total = prop.totalGlobalMem;
+    cu_conv_implicit_init(cb);
     step = "cudaStreamCreate";
     if ((e = cudaStreamCreateWithFlags(&cb->stream, cudaStreamNonBlocking)) != cudaSuccess)
         goto cuda_fail;

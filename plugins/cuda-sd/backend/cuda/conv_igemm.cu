@@ -319,11 +319,10 @@ static int ig_pick(const cuda_backend *cb, int M, int cout, int steps_total, int
 /* SD_CUDA_IGEMM=<BM>x<BN>[/<splits>] (e.g. 128x64/2) forces one block
  * shape, and the K splits (absent: the rule above), for every
  * implicit-GEMM conv of a backend: a tuning knob for GPU sessions
- * (bench_cuda's per-shape sweep, the tests), read once per backend at its
- * first such conv. */
-static void ig_read_env(cuda_backend *cb)
+ * (bench_cuda's per-shape sweep, the tests), read when the backend is
+ * created (api_create, once smem_optin is known). */
+void cu_conv_implicit_init(cuda_backend *cb)
 {
-    cb->igemm_env_read = true;
     cb->igemm_force = -1;
     cb->igemm_force_splits = 0;
     const char *e = getenv("SD_CUDA_IGEMM");
@@ -340,7 +339,6 @@ int cu_conv2d_implicit(cuda_backend *cb, const sd_tensor *x, const void *w16, co
                        const float *residual, const sd_conv_params *p, int kh, int kw,
                        sd_tensor *out)
 {
-    if (!cb->igemm_env_read) ig_read_env(cb);
     const int C = x->c, cout = out->c;
     if (C % 8 != 0) return 1;                    /* chunks of 8 channels inside one tap */
     const int64_t in_n = (int64_t)x->n * x->h * x->w * C;

@@ -534,16 +534,13 @@ int cu_conv2d(sd_backend *be, const sd_tensor *x, const sd_tensor_info *w,
     if (out->data == x->data)
         return cu_fail(cb, "conv2d '%s': output must not alias the input", w->name);
 
-    const bool f16 = cu_weight_f16(cb, w);
     /* gt: the GEMM's input type; h16: 16-bit (fp16 or bf16) patches */
     const int gt = cu_weight_gemm_type(cb, w);
     const bool h16 = gt != CU_GEMM_F32;
     const int taps = kh * kw, K = taps * cin;
     const int64_t M = (int64_t)x->n * oh * ow;
-    const int kind = gt == CU_GEMM_BF16 ? (taps == 1 ? CU_W_ROWSBF16 : CU_W_CONVBF16)
-                     : taps == 1        ? (f16 ? CU_W_ROWS16 : CU_W_ROWS32)
-                                        : (f16 ? CU_W_CONV16 : CU_W_CONV32);
-    const void *W = cu_weight_get(cb, w, kind, (int64_t)cout * K, "conv2d weight");
+    const void *W = cu_weight_get(cb, w, cu_gemm_weight_kind(gt, taps > 1), (int64_t)cout * K,
+                                  "conv2d weight");
     if (!W) return -1;
     const float *bias = NULL;
     if (b && !(bias = (const float *)cu_weight_get(cb, b, CU_W_VEC32, cout, "conv2d bias")))
@@ -627,11 +624,8 @@ int cu_linear(sd_backend *be, const sd_tensor *x, const sd_tensor_info *w,
     if (out->data == x->data)
         return cu_fail(cb, "linear '%s': output must not alias the input", w ? w->name : "(null)");
     const int gt = cu_weight_gemm_type(cb, w);
-    const void *W = cu_weight_get(cb, w,
-                                  gt == CU_GEMM_F16    ? CU_W_ROWS16
-                                  : gt == CU_GEMM_BF16 ? CU_W_ROWSBF16
-                                                       : CU_W_ROWS32,
-                                  (int64_t)N * K, "linear weight");
+    const void *W =
+        cu_weight_get(cb, w, cu_gemm_weight_kind(gt, false), (int64_t)N * K, "linear weight");
     if (!W) return -1;
     const float *bias = NULL;
     if (b && !(bias = (const float *)cu_weight_get(cb, b, CU_W_VEC32, N, "linear bias")))

@@ -32,8 +32,7 @@ enum cu_wkind {
     CU_W_CONVBF16       /* bf16, conv reordered (the VAE's convs, AUTO_VAE_BF16) */
 };
 
-/* The element type of a GEMM's A and W inputs (C is always float32). The
- * values keep `true`/`false` meaning fp16/float32 where a bool is passed. */
+/* The element type of a GEMM's A and W inputs (C is always float32). */
 enum cu_gemm_type {
     CU_GEMM_F32 = 0,    /* float32 inputs: TF32 tensor cores, or plain F32 */
     CU_GEMM_F16 = 1,    /* fp16 inputs, float32 accumulation */
@@ -109,8 +108,8 @@ typedef struct cuda_backend {
     bool conv_implicit;          /* sd_cuda_options.conv_implicit */
     unsigned igemm_ready;        /* bit i: variant i may use its shared memory */
     unsigned long long conv_implicit_calls;
-    bool igemm_env_read;         /* $SD_CUDA_IGEMM read (tuning: forced shape) */
-    int igemm_force, igemm_force_splits;   /* -1 / 0: chosen per shape */
+    int igemm_force, igemm_force_splits;   /* $SD_CUDA_IGEMM (tuning: a forced
+                                              shape); -1 / 0: chosen per shape */
 } cuda_backend;
 
 static inline cuda_backend *cu_of(sd_backend *be) { return (cuda_backend *)be; }
@@ -153,8 +152,9 @@ const void *cu_weight_get(cuda_backend *cb, const sd_tensor_info *t, int kind,
  * backend's precision and, in the AUTO precisions, the weight's name (VAE:
  * float32/TF32 in AUTO, bf16 in AUTO_VAE_BF16; the rest fp16). */
 int cu_weight_gemm_type(const cuda_backend *cb, const sd_tensor_info *t);
-/* Whether GEMMs with this weight run in fp16 (cu_weight_gemm_type). */
-bool cu_weight_f16(const cuda_backend *cb, const sd_tensor_info *t);
+/* The cache kind of a GEMM weight of input type gt: conv (reordered to
+ * [Cout][kh][kw][Cin], kernels larger than 1x1) or rows (file order). */
+int cu_gemm_weight_kind(int gt, bool conv);
 int64_t cu_numel(const sd_tensor_info *t);
 void cu_weights_free(cuda_backend *cb);
 /* Frees cached weights whose host data lies in [lo, hi); bytes freed or -1. */
@@ -166,7 +166,7 @@ int cu_weights_fit(cuda_backend *cb, size_t need);
 /* ---- GEMM (gemm.cu) --------------------------------------------------------- */
 /* Row-major C[M,N] (ldc) = A[M,K] (lda) * W[N,K]^T (ldw) + beta * C, float32
  * output and accumulation. A and W are both of type gt (enum cu_gemm_type:
- * fp16, bf16 or float32; a bool passes as fp16/float32); float32 inputs use
+ * fp16, bf16 or float32); float32 inputs use
  * TF32 tensor cores unless the backend's precision is F32. */
 int cu_gemm_nt(cuda_backend *cb, int M, int N, int K, const void *A, int lda, const void *W,
                int ldw, int gt, float beta, float *C, int ldc);
@@ -181,6 +181,8 @@ int cu_gemm_nt(cuda_backend *cb, int M, int N, int K, const void *A, int lda, co
 int cu_conv2d_implicit(cuda_backend *cb, const sd_tensor *x, const void *w16, const float *bias,
                        const float *residual, const sd_conv_params *p, int kh, int kw,
                        sd_tensor *out);
+/* Reads $SD_CUDA_IGEMM into cb->igemm_force*; called once by api_create. */
+void cu_conv_implicit_init(cuda_backend *cb);
 
 /* ---- op entry points -------------------------------------------------------- */
 int cu_conv2d(sd_backend *be, const sd_tensor *x, const sd_tensor_info *w,

@@ -86,9 +86,13 @@ int cu_weight_gemm_type(const cuda_backend *cb, const sd_tensor_info *t)
     }
 }
 
-bool cu_weight_f16(const cuda_backend *cb, const sd_tensor_info *t)
+int cu_gemm_weight_kind(int gt, bool conv)
 {
-    return cu_weight_gemm_type(cb, t) == CU_GEMM_F16;
+    switch (gt) {
+    case CU_GEMM_F16: return conv ? CU_W_CONV16 : CU_W_ROWS16;
+    case CU_GEMM_BF16: return conv ? CU_W_CONVBF16 : CU_W_ROWSBF16;
+    default: return conv ? CU_W_CONV32 : CU_W_ROWS32;
+    }
 }
 
 static void fingerprint(const sd_tensor_info *t, unsigned char fp[48])
