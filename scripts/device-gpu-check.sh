@@ -79,7 +79,8 @@ command -v cuobjdump >/dev/null && cuobjdump --list-elf --list-ptx "$LIB" | sed 
 export HN_SHARED=$CARRY/shared HN_SD_REQUIRE_GPU=1
 step "CUDA tests (HN_SD_REQUIRE_GPU=1)"
 for t in "$BIN"/tests/cuda-sd/test_cuda_backend "$BIN"/tests/cuda-sd/test_cuda_networks \
-         "$BIN"/tests/cuda-sd/test_cuda_engine; do
+         "$BIN"/tests/cuda-sd/test_cuda_engine "$BIN"/tests/cuda-sd/test_cuda_f16_ops \
+         "$BIN"/tests/cuda-sd/test_cuda_f16_attention "$BIN"/tests/cuda-sd/test_cuda_f16_gemm; do
     echo "== $t"
     timeout 300 "$t" 2>&1 | tee -a "$OUT/tests.log"
     rc=${PIPESTATUS[0]}

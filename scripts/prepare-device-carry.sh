@@ -18,8 +18,10 @@ cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
 SHARED=${HN_SHARED:-../shared}
 CARRY=.device-carry
-PROGS="$BUILD/tests/cuda-sd/test_cuda_backend $BUILD/tests/cuda-sd/test_cuda_networks
-       $BUILD/tests/cuda-sd/test_cuda_engine $BUILD/bench/cuda-sd/bench_cuda"
+TESTS="test_cuda_backend test_cuda_networks test_cuda_engine test_cuda_f16_ops
+       test_cuda_f16_attention test_cuda_f16_gemm"
+PROGS="$BUILD/bench/cuda-sd/bench_cuda"
+for t in $TESTS; do PROGS="$PROGS $BUILD/tests/cuda-sd/$t"; done
 
 command -v nvcc >/dev/null 2>&1 || [ -x /usr/local/cuda/bin/nvcc ] || {
     echo "prepare-device-carry: nvcc not found: cannot build $BUILD/lib/libhn-sd-cuda.so" >&2
@@ -32,8 +34,7 @@ rm -rf "$CARRY/build" "$CARRY/shared" "$CARRY/root" "$CARRY/debs"
 mkdir -p "$CARRY/build/lib" "$CARRY/build/tests/cuda-sd" "$CARRY/build/bench/cuda-sd" \
          "$CARRY/debs" "$CARRY/shared/golden" "$CARRY/shared/models/clip"
 cp "$BUILD/lib/libhn-sd-cuda.so" "$CARRY/build/lib/"
-cp "$BUILD/tests/cuda-sd/test_cuda_backend" "$BUILD/tests/cuda-sd/test_cuda_networks" \
-   "$BUILD/tests/cuda-sd/test_cuda_engine" "$CARRY/build/tests/cuda-sd/"
+for t in $TESTS; do cp "$BUILD/tests/cuda-sd/$t" "$CARRY/build/tests/cuda-sd/"; done
 cp "$BUILD/bench/cuda-sd/bench_cuda" "$CARRY/build/bench/cuda-sd/"
 # the golden models the network tests read: each index .json and the file
 # it names for F16 (else F32), and the reference outputs

@@ -42,6 +42,10 @@ static const hn_conf_spec cuda_sd_schema[] = {
      0, 0,
      "CUDA: run the fp16 convolutions as an implicit GEMM on tensor cores instead of im2col + "
      "cuBLAS (no patch matrix: a smaller scratch); off until measured on a GPU"},
+    {"cuda_f16_activations", HN_CONF_BOOL, offsetof(cuda_sd_conf, cuda_f16_activations),
+     "false", 0, 0, 0,
+     "CUDA: keep the UNet's intermediate activations in fp16 instead of float32 (half the "
+     "bytes between ops; math stays float32 inside each op); off until measured on a GPU"},
     {"cuda_vae_bf16", HN_CONF_BOOL, offsetof(cuda_sd_conf, cuda_vae_bf16), "false", 0, 0, 0,
      "CUDA: run the VAE's convolutions and linears in bf16 instead of TF32 (half the VAE's "
      "weight memory, about 10x the error)"},

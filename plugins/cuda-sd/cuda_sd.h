@@ -29,6 +29,7 @@ typedef struct cuda_sd_conf {
     bool cuda_graphs;         /* CUDA graphs of the UNet step */
     bool cuda_conv_implicit;  /* implicit-GEMM convolutions (no im2col) */
     bool cuda_vae_bf16;       /* the VAE's GEMMs in bf16 instead of TF32 */
+    bool cuda_f16_activations; /* the UNet's activations in fp16 */
 } cuda_sd_conf;
 
 typedef struct cuda_sd {

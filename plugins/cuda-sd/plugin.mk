@@ -68,7 +68,8 @@ install-cuda-sd-lib: $(if $(NVCC),$(CUDA_SD_LIB))
 # the test loads them with dlopen, it does not link them)
 all: $(CUDA_SD_LIBS)
 CUDA_SD_GPU_TESTS := $(BUILD)/tests/cuda-sd/test_cuda_backend $(BUILD)/tests/cuda-sd/test_cuda_networks \
-                     $(BUILD)/tests/cuda-sd/test_cuda_engine
+                     $(BUILD)/tests/cuda-sd/test_cuda_engine $(BUILD)/tests/cuda-sd/test_cuda_f16_ops \
+                     $(BUILD)/tests/cuda-sd/test_cuda_f16_attention $(BUILD)/tests/cuda-sd/test_cuda_f16_gemm
 $(CUDA_SD_GPU_TESTS): | $(CUDA_SD_LIBS)
 
 # The GPU benchmark (bench/cuda/bench_cuda.c): UNet steps/s, whole-image

@@ -122,6 +122,7 @@ static hn_rc ensure_loaded(cuda_sd *sd, const char *name, hn_error *err)
             .offload = sd->conf ? (int)sd->conf->cuda_offload : 0,
             .cuda_graphs = sd->conf ? sd->conf->cuda_graphs : false,
             .cuda_conv_implicit = sd->conf ? sd->conf->cuda_conv_implicit : false,
+            .cuda_f16_activations = sd->conf ? sd->conf->cuda_f16_activations : false,
             .cuda_vae_bf16 = sd->conf ? sd->conf->cuda_vae_bf16 : false,
             .max_models = sd->conf && sd->conf->models_in_ram > 0 ? (int)sd->conf->models_in_ram
                                                                    : 2,

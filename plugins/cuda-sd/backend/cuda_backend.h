@@ -15,7 +15,9 @@
  * runtimes must not be unloaded while contexts may exist).
  *
  * Precision (see backend/cuda/ for the kernels): activations are float32 in
- * device memory as ops.h says; GEMMs (convolutions, linears) run on tensor
+ * device memory as ops.h says, except a network's intermediates when fp16
+ * activations are on (sd_backend_cuda_set_f16_activations: fp16 storage,
+ * float32 math inside every op); GEMMs (convolutions, linears) run on tensor
  * cores with fp16 weights and fp16-rounded inputs, accumulating in float32
  * (SD_CUDA_PREC_AUTO/F16); attention keeps scores and softmax in float32. In
  * AUTO mode the VAE's weights (names under first_stage_model., encoder.,
@@ -66,6 +68,10 @@ typedef struct sd_cuda_options {
                                     implicit GEMM on tensor cores, without
                                     the im2col patch matrix; default off
                                     (im2col + cuBLAS) */
+    bool f16_activations;        /* (API version 5) networks' intermediates
+                                    (sd_tensor_new_inner: the UNet's) in
+                                    fp16 in the fp16 precisions; default off
+                                    (float32) */
 } sd_cuda_options;
 
 typedef struct sd_cuda_info {
@@ -190,11 +196,22 @@ int sd_backend_cuda_set_workspace_limit(sd_backend *be, size_t bytes, size_t *ol
  * for all. 0 or -1. */
 int sd_backend_cuda_set_conv_implicit(sd_backend *be, bool on);
 
+/* ---- fp16 activations (API version 5) ----
+ * Turns fp16 storage of networks' intermediates on or off for the tensors
+ * allocated from now on (ops.h sd_tensor_new_inner; be->inner_type): fp16
+ * in the AUTO, F16 and AUTO_VAE_BF16 precisions, float32 in TF32/F32 (and
+ * while off). Every op takes both types in any mix, computing in float32:
+ * GEMM inputs are fp16 anyway, so what changes is that their outputs, the
+ * residual stream and the norms' and element-wise ops' inputs and outputs
+ * are rounded to fp16 (as in PyTorch fp16 inference) and half as many
+ * bytes move. 0 or -1. */
+int sd_backend_cuda_set_f16_activations(sd_backend *be, bool on);
+
 /* ---- the library's side (backend/cuda/, loader-private) ------------------ */
 
 /* The library exports one symbol, SD_CUDA_API_SYMBOL, a function returning
  * this table; the loader checks version and struct sizes before use. */
-#define SD_CUDA_API_VERSION 4
+#define SD_CUDA_API_VERSION 5
 #define SD_CUDA_API_SYMBOL "hn_sd_cuda_api"
 #define SD_CUDA_LIB_NAME "libhn-sd-cuda.so"
 
@@ -221,6 +238,8 @@ typedef struct sd_cuda_api {
     int (*set_workspace_limit)(sd_backend *be, size_t bytes, size_t *old);
     /* ---- version 4 ---- */
     int (*set_conv_implicit)(sd_backend *be, bool on);
+    /* ---- version 5 ---- */
+    int (*set_f16_activations)(sd_backend *be, bool on);
 } sd_cuda_api;
 
 typedef const sd_cuda_api *(*sd_cuda_api_fn)(void);

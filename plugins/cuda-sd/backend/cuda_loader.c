@@ -134,7 +134,7 @@ sd_backend *sd_backend_cuda_create(const sd_cuda_options *opt, char *err, size_t
     char found[512] = "";
     const sd_cuda_api *api = load_api(opt ? opt->lib_path : NULL, found, sizeof found, err, errlen);
     if (!api) return NULL;
-    sd_cuda_options defaults = { 0, SD_CUDA_PREC_AUTO, 0, NULL, 0, false, false };
+    sd_cuda_options defaults = { 0, SD_CUDA_PREC_AUTO, 0, NULL, 0, false, false, false };
     return api->create(opt ? opt : &defaults, err, errlen);
 }
 
@@ -231,6 +231,13 @@ int sd_backend_cuda_set_conv_implicit(sd_backend *be, bool on)
 {
     const sd_cuda_api *api = api_of(be);
     return api ? api->set_conv_implicit(be, on) : -1;
+}
+
+/* The version-5 entry (fp16 activations). */
+int sd_backend_cuda_set_f16_activations(sd_backend *be, bool on)
+{
+    const sd_cuda_api *api = api_of(be);
+    return api ? api->set_f16_activations(be, on) : -1;
 }
 
 void sd_backend_cuda_graph_free(sd_backend *be, sd_cuda_graph *slot)

@@ -35,22 +35,36 @@ int sd_backend_fail(sd_backend *be, const char *fmt, ...)
     return -1;
 }
 
-int sd_tensor_new(sd_backend *be, sd_tensor *t, int n, int h, int w, int c)
+static int tensor_new_typed(sd_backend *be, sd_tensor *t, int n, int h, int w, int c,
+                            sd_act_type type)
 {
     memset(t, 0, sizeof *t);
     if (n <= 0 || h <= 0 || w <= 0 || c <= 0)
         return sd_backend_fail(be, "tensor shape [%d,%d,%d,%d] is empty or negative", n, h, w, c);
     size_t numel = (size_t)n * (size_t)h * (size_t)w * (size_t)c;
-    float *p = be->ops->alloc(be, numel);
+    /* alloc counts float32 slots: an fp16 tensor takes half as many */
+    size_t slots = type == SD_ACT_F16 ? (numel + 1) / 2 : numel;
+    float *p = be->ops->alloc(be, slots);
     if (!p)
         return sd_backend_fail(be, "out of memory for a [%d,%d,%d,%d] tensor (%zu MB)", n, h, w,
-                               c, numel * sizeof(float) >> 20);
+                               c, slots * sizeof(float) >> 20);
     t->data = p;
     t->n = n;
     t->h = h;
     t->w = w;
     t->c = c;
+    t->type = type;
     return 0;
+}
+
+int sd_tensor_new(sd_backend *be, sd_tensor *t, int n, int h, int w, int c)
+{
+    return tensor_new_typed(be, t, n, h, w, c, SD_ACT_F32);
+}
+
+int sd_tensor_new_inner(sd_backend *be, sd_tensor *t, int n, int h, int w, int c)
+{
+    return tensor_new_typed(be, t, n, h, w, c, be->inner_type);
 }
 
 void sd_tensor_free(sd_backend *be, sd_tensor *t)

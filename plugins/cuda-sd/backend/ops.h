@@ -3,11 +3,17 @@
  * (backend/cpu_backend.h), a CUDA backend later with the same entry points.
  *
  * Data model
- *   - Activations are float32 tensors in backend memory, always 4-D NHWC
- *     ("channels last"): sd_tensor{data, n, h, w, c}. Token sequences are
+ *   - Activations are tensors in backend memory, always 4-D NHWC ("channels
+ *     last"): sd_tensor{data, n, h, w, c, type}. Token sequences are
  *     [batch, 1, tokens, width] (h = 1). NHWC keeps every 1x1 conv, linear and
  *     attention a plain row-major GEMM over [pixels, channels] and makes the
  *     whole batch one GEMM.
+ *   - Their elements are float32 (sd_tensor_new), except a network's
+ *     intermediates, which it allocates with sd_tensor_new_inner: those are
+ *     of the backend's inner type, float32 on the CPU, fp16 on the CUDA
+ *     backend when its fp16 activations are on. A backend that hands out
+ *     fp16 tensors takes any mix of float32 and fp16 operands in every op
+ *     (math in float32 inside each op); uploads and downloads convert.
  *   - Weights are never copied into activations: every op takes the
  *     checkpoint's tensors as `const sd_tensor_info *` (engine/model_file.h,
  *     PyTorch layout, F32/F16/BF16, usually memory-mapped). The backend
@@ -40,11 +46,19 @@ extern "C" {
 
 typedef struct sd_backend sd_backend;
 
-/* A float32 NHWC tensor in backend memory. Plain value type: copying the
- * struct copies the view, not the data. */
+/* The element type of an activation tensor. */
+typedef enum {
+    SD_ACT_F32 = 0,     /* float32: every backend, the default */
+    SD_ACT_F16          /* IEEE fp16 bits (uint16_t per element); only from a
+                           backend whose inner type it is */
+} sd_act_type;
+
+/* An NHWC tensor in backend memory. Plain value type: copying the struct
+ * copies the view, not the data. A zero-initialised one is float32. */
 typedef struct sd_tensor {
-    float *data;
+    float *data;        /* float32 elements, or fp16 bits when type is SD_ACT_F16 */
     int n, h, w, c;
+    sd_act_type type;
 } sd_tensor;
 
 static inline size_t sd_tensor_numel_of(const sd_tensor *t)
@@ -163,6 +177,9 @@ struct sd_backend {
     /* Cancellation: networks poll sd_backend_cancelled() between blocks and
      * fail with "cancelled" once it returns true. */
     volatile int *cancel_flag;
+    /* The type of a network's intermediates (sd_tensor_new_inner): the
+     * backend sets it (SD_ACT_F32 unless it has fp16 activations on). */
+    sd_act_type inner_type;
 };
 
 /* ---- convenience wrappers (the networks call these) -------------------- */
@@ -175,8 +192,17 @@ bool sd_backend_cancelled(const sd_backend *be);
 int sd_backend_fail(sd_backend *be, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
-/* Allocates an n x h x w x c tensor (contents undefined). 0 or -1. */
+/* Allocates an n x h x w x c float32 tensor (contents undefined). 0 or -1. */
 int sd_tensor_new(sd_backend *be, sd_tensor *t, int n, int h, int w, int c);
+/* The same in the backend's inner type (be->inner_type): for tensors that
+ * live only inside a network pass, never for what a caller uploads into or
+ * downloads from. */
+int sd_tensor_new_inner(sd_backend *be, sd_tensor *t, int n, int h, int w, int c);
+/* Bytes of one element of t. */
+static inline size_t sd_tensor_elem_size(const sd_tensor *t)
+{
+    return t->type == SD_ACT_F16 ? 2 : 4;
+}
 void sd_tensor_free(sd_backend *be, sd_tensor *t);  /* zeroes *t; NULL data ok */
 
 static inline int sd_conv2d(sd_backend *be, const sd_tensor *x, const sd_tensor_info *w,

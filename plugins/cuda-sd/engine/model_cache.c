@@ -75,6 +75,8 @@ int sd_model_cache_create(const sd_model_cache_opts *o, sd_model_cache **out, ch
         if (sd_backend_is_cuda(c->be) &&
             ((o->cuda_graphs && sd_backend_cuda_set_graphs(c->be, true) != 0) ||
              (o->cuda_conv_implicit && sd_backend_cuda_set_conv_implicit(c->be, true) != 0) ||
+             (o->cuda_f16_activations &&
+              sd_backend_cuda_set_f16_activations(c->be, true) != 0) ||
              (o->cuda_vae_bf16 &&
               sd_backend_cuda_set_precision(c->be, SD_CUDA_PREC_AUTO_VAE_BF16, NULL) != 0))) {
             sd_fail(err, errlen, "%s", sd_backend_error(c->be));

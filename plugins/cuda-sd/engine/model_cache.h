@@ -52,6 +52,9 @@ typedef struct sd_model_cache_opts {
                                  own backend (not use_backend); default off */
     bool cuda_vae_bf16;       /* the VAE in bf16 on the cache's own backend
                                  (as sd_pipeline_opts); default off */
+    bool cuda_f16_activations; /* the UNet's activations in fp16 on the
+                                 cache's own backend (as sd_pipeline_opts);
+                                 default off */
 } sd_model_cache_opts;
 
 typedef struct sd_model_cache_stats {

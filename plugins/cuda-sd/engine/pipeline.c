@@ -236,6 +236,7 @@ int sd_pipeline_load(const sd_pipeline_opts *o, sd_pipeline **out, char *err, si
             .precision = o->cuda_vae_bf16 ? SD_CUDA_PREC_AUTO_VAE_BF16 : SD_CUDA_PREC_AUTO,
             .graphs = o->cuda_graphs,
             .conv_implicit = o->cuda_conv_implicit,
+            .f16_activations = o->cuda_f16_activations,
         };
         p->be = cuda ? sd_backend_cuda_create(&co, err, errlen)
                      : sd_backend_cpu_create(o->threads, err, errlen);

@@ -85,6 +85,11 @@ typedef struct sd_pipeline_opts {
                                 implicit GEMM without im2col patches
                                 (sd_backend_cuda_set_conv_implicit);
                                 default off */
+    bool cuda_f16_activations; /* CUDA, own backend: the UNet's
+                                intermediate activations in fp16 instead of
+                                float32 (sd_backend_cuda_set_f16_activations:
+                                half the activation bytes moved, PyTorch
+                                fp16's rounding); default off */
     bool cuda_vae_bf16;      /* CUDA, own backend: the VAE's GEMMs in bf16
                                 (SD_CUDA_PREC_AUTO_VAE_BF16: half the VAE's
                                 weight memory, ~10x TF32's error) instead of

@@ -429,20 +429,20 @@ static int res_forward(sd_unet *u, const res_w *r, const sd_tensor *x, const sd_
     sd_conv_params c1 = sd_conv_same(1, 1, false);
     sd_tensor t1 = { 0 }, t2 = { 0 }, e = { 0 };
     int rc = -1;
-    if (sd_tensor_new(be, &t1, x->n, x->h, x->w, r->cin) ||
+    if (sd_tensor_new_inner(be, &t1, x->n, x->h, x->w, r->cin) ||
         sd_group_norm(be, x, GN_GROUPS, GN_EPS_RES, r->in_norm.w, r->in_norm.b, true, &t1) ||
-        sd_tensor_new(be, &t2, x->n, x->h, x->w, r->cout) ||
+        sd_tensor_new_inner(be, &t2, x->n, x->h, x->w, r->cout) ||
         sd_conv2d(be, &t1, r->in_conv.w, r->in_conv.b, &c3, NULL, &t2))
         goto done;
     sd_tensor_free(be, &t1);
-    if (sd_tensor_new(be, &e, x->n, 1, 1, r->cout) ||
+    if (sd_tensor_new_inner(be, &e, x->n, 1, 1, r->cout) ||
         sd_linear(be, emb_act, r->emb.w, r->emb.b, NULL, &e) ||
         sd_add_per_channel(be, &t2, &e, &t2) ||
         sd_group_norm(be, &t2, GN_GROUPS, GN_EPS_RES, r->out_norm.w, r->out_norm.b, true, &t2))
         goto done;
     /* the shortcut goes straight into out, which the last conv then adds to
      * in place (saves one full-size tensor) */
-    if (sd_tensor_new(be, out, x->n, x->h, x->w, r->cout)) goto done;
+    if (sd_tensor_new_inner(be, out, x->n, x->h, x->w, r->cout)) goto done;
     if (r->skip.w && sd_conv2d(be, x, r->skip.w, r->skip.b, &c1, NULL, out)) goto done;
     if (sd_conv2d(be, &t2, r->out_conv.w, r->out_conv.b, &c3, r->skip.w ? out : x, out))
         goto done;
@@ -472,13 +472,13 @@ static int attn(sd_backend *be, const sd_tensor *x, const sd_tensor *kv_src, con
         V = &kv[1];
     } else {
         int Lk = kv_src->h * kv_src->w;
-        if (sd_tensor_new(be, &tk, x->n, 1, Lk, C) || sd_tensor_new(be, &tv, x->n, 1, Lk, C) ||
+        if (sd_tensor_new_inner(be, &tk, x->n, 1, Lk, C) || sd_tensor_new_inner(be, &tv, x->n, 1, Lk, C) ||
             sd_linear(be, kv_src, k->w, k->b, NULL, &tk) ||
             sd_linear(be, kv_src, v->w, v->b, NULL, &tv))
             goto done;
     }
-    if (sd_tensor_new(be, &tq, x->n, x->h, x->w, C) ||
-        sd_tensor_new(be, &ta, x->n, x->h, x->w, C) || sd_linear(be, x, q->w, q->b, NULL, &tq) ||
+    if (sd_tensor_new_inner(be, &tq, x->n, x->h, x->w, C) ||
+        sd_tensor_new_inner(be, &ta, x->n, x->h, x->w, C) || sd_linear(be, x, q->w, q->b, NULL, &tq) ||
         sd_attention(be, &tq, K, V, heads, 0.0f, false, &ta) ||
         sd_linear(be, &ta, o->w, o->b, h, h))
         goto done;
@@ -506,9 +506,9 @@ static int st_forward(sd_unet *u, const st_w *s, const sd_tensor *x, const sd_te
     sd_tensor t = { 0 }, h = { 0 }, g = { 0 }, gg = { 0 };
     int rc = -1;
     int C = s->ch;
-    if (sd_tensor_new(be, &t, x->n, x->h, x->w, C) ||
+    if (sd_tensor_new_inner(be, &t, x->n, x->h, x->w, C) ||
         sd_group_norm(be, x, GN_GROUPS, GN_EPS_ST, s->norm.w, s->norm.b, false, &t) ||
-        sd_tensor_new(be, &h, x->n, x->h, x->w, C) ||
+        sd_tensor_new_inner(be, &h, x->n, x->h, x->w, C) ||
         sd_linear(be, &t, s->proj_in.w, s->proj_in.b, NULL, &h))
         goto done;
     for (int d = 0; d < s->depth; d++) {
@@ -526,16 +526,16 @@ static int st_forward(sd_unet *u, const st_w *s, const sd_tensor *x, const sd_te
             attn(be, &t, ctx, &b->q2, &b->k2, &b->v2, &b->o2, s->heads,
                  kp->use || kp->fill ? &u->kv[kp->next] : NULL, kp->use, kp->fill, &h) ||
             sd_layer_norm(be, &h, b->n3.w, b->n3.b, LN_EPS, &t) ||
-            sd_tensor_new(be, &g, x->n, x->h, x->w, 2 * inner) ||
+            sd_tensor_new_inner(be, &g, x->n, x->h, x->w, 2 * inner) ||
             sd_linear(be, &t, b->ff1.w, b->ff1.b, NULL, &g) ||
-            sd_tensor_new(be, &gg, x->n, x->h, x->w, inner) || sd_geglu(be, &g, &gg))
+            sd_tensor_new_inner(be, &gg, x->n, x->h, x->w, inner) || sd_geglu(be, &g, &gg))
             goto done;
         kp->next += 2;
         sd_tensor_free(be, &g);
         if (sd_linear(be, &gg, b->ff2.w, b->ff2.b, &h, &h)) goto done;
         sd_tensor_free(be, &gg);
     }
-    if (sd_tensor_new(be, out, x->n, x->h, x->w, C) ||
+    if (sd_tensor_new_inner(be, out, x->n, x->h, x->w, C) ||
         sd_linear(be, &h, s->proj_out.w, s->proj_out.b, x, out))
         goto done;
     rc = 0;
@@ -589,16 +589,16 @@ static int unet_body(sd_unet *u, const sd_tensor *in, const sd_tensor *ts, const
 
     /* emb = SiLU(time_embed(t)), the SiLU being the first op of every res
      * block's emb_layers */
-    if (sd_tensor_new(be, &e1, B, 1, 1, u->temb_dim) ||
+    if (sd_tensor_new_inner(be, &e1, B, 1, 1, u->temb_dim) ||
         sd_linear(be, ts, u->time1.w, u->time1.b, NULL, &e1) ||
         sd_activation_op(be, SD_ACT_SILU, &e1, &e1) ||
-        sd_tensor_new(be, &emb, B, 1, 1, u->temb_dim) ||
+        sd_tensor_new_inner(be, &emb, B, 1, 1, u->temb_dim) ||
         sd_linear(be, &e1, u->time2.w, u->time2.b, NULL, &emb) ||
         sd_activation_op(be, SD_ACT_SILU, &emb, &emb))
         goto done;
     sd_tensor_free(be, &e1);
 
-    if (sd_tensor_new(be, &stack[sp], B, H, W, u->mc) ||
+    if (sd_tensor_new_inner(be, &stack[sp], B, H, W, u->mc) ||
         sd_conv2d(be, in, u->conv_in.w, u->conv_in.b, &c3, NULL, &stack[sp]))
         goto done;
     h = stack[sp++];
@@ -608,7 +608,7 @@ static int unet_body(sd_unet *u, const sd_tensor *in, const sd_tensor *ts, const
         const ublock *blk = &u->in[i];
         if (cancelled(be)) goto done;
         if (blk->down.w) {
-            STEP(sd_tensor_new(be, &nx, B, (h.h + 1) / 2, (h.w + 1) / 2, h.c) ||
+            STEP(sd_tensor_new_inner(be, &nx, B, (h.h + 1) / 2, (h.w + 1) / 2, h.c) ||
                  sd_conv2d(be, &h, blk->down.w, blk->down.b, &down, NULL, &nx));
         } else {
             STEP(res_forward(u, &blk->res, &h, &emb, &nx));
@@ -627,7 +627,7 @@ static int unet_body(sd_unet *u, const sd_tensor *in, const sd_tensor *ts, const
         const ublock *blk = &u->out[i];
         if (cancelled(be)) goto done;
         sd_tensor skip = stack[sp - 1];
-        STEP(sd_tensor_new(be, &nx, B, h.h, h.w, h.c + skip.c) ||
+        STEP(sd_tensor_new_inner(be, &nx, B, h.h, h.w, h.c + skip.c) ||
              sd_concat_channels(be, &h, &skip, &nx));
         sd_tensor_free(be, &stack[--sp]);
         STEP(res_forward(u, &blk->res, &h, &emb, &nx));
@@ -637,12 +637,12 @@ static int unet_body(sd_unet *u, const sd_tensor *in, const sd_tensor *ts, const
              * less when a stride-2 conv rounded an odd size up (diffusers'
              * upsample_size; ldm itself only takes multiples of 8) */
             int uh = sp > 0 ? stack[sp - 1].h : 2 * h.h, uw = sp > 0 ? stack[sp - 1].w : 2 * h.w;
-            STEP(sd_tensor_new(be, &nx, B, uh, uw, h.c) || sd_upsample_nearest2x(be, &h, &nx));
-            STEP(sd_tensor_new(be, &nx, B, h.h, h.w, h.c) ||
+            STEP(sd_tensor_new_inner(be, &nx, B, uh, uw, h.c) || sd_upsample_nearest2x(be, &h, &nx));
+            STEP(sd_tensor_new_inner(be, &nx, B, h.h, h.w, h.c) ||
                  sd_conv2d(be, &h, blk->up.w, blk->up.b, &c3, NULL, &nx));
         }
     }
-    STEP(sd_tensor_new(be, &nx, B, h.h, h.w, h.c) ||
+    STEP(sd_tensor_new_inner(be, &nx, B, h.h, h.w, h.c) ||
          sd_group_norm(be, &h, GN_GROUPS, GN_EPS_RES, u->out_norm.w, u->out_norm.b, true, &nx));
     if (h.h != H || h.w != W) {
         sd_backend_fail(be, "output is %dx%d, input was %dx%d", h.h, h.w, H, W);

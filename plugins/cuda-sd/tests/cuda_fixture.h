@@ -78,7 +78,7 @@ static inline int setup_common(fixture *f, const char *lib_path)
     if (sd_cuda_probe(lib_path, &info, f->why, sizeof f->why) != 0) return 0;
     const sd_cuda_precision precs[N_PREC] = { SD_CUDA_PREC_AUTO, SD_CUDA_PREC_F32 };
     for (int i = 0; i < N_PREC; i++) {
-        sd_cuda_options opt = { 0, precs[i], 0, lib_path, 0, false, false };
+        sd_cuda_options opt = { 0, precs[i], 0, lib_path, 0, false, false, false };
         /* a small workspace makes the sliced paths run on small tensors */
         opt.workspace_mb = 1;
         f->cuda[i] = sd_backend_cuda_create(&opt, f->why, sizeof f->why);

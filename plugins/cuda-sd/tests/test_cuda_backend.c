@@ -18,6 +18,7 @@
  * the VAE's bf16 path (SD_CUDA_PREC_AUTO_VAE_BF16) on a backend of its own.
  */
 #include "cuda_fixture.h"
+#include "test_data.h"
 
 #include <math.h>
 
@@ -43,46 +44,12 @@ static float *rand_vec(size_t n, float scale)
     return v;
 }
 
-/* A weight tensor as a model file would present it: host bytes in the
- * given dtype, PyTorch shape. Free with weight_free. */
-typedef struct test_weight {
-    sd_tensor_info info;
-    void *bytes;
-    char name[128];
-} test_weight;
-
+/* A weight tensor as a model file would present it, at an unaligned
+ * address as mapped tensors may be. Free with weight_free. */
 static test_weight *weight_new(const char *name, sd_dtype dt, int ndim, const int64_t *shape,
                                float scale)
 {
-    test_weight *w = calloc(1, sizeof *w);
-    assert_non_null(w);
-    snprintf(w->name, sizeof w->name, "%s", name);
-    size_t n = 1;
-    for (int i = 0; i < ndim; i++) {
-        w->info.shape[i] = shape[i];
-        n *= (size_t)shape[i];
-    }
-    w->info.name = w->name;
-    w->info.dtype = dt;
-    w->info.ndim = ndim;
-    size_t esz = dt == SD_DTYPE_F32 ? 4 : 2;
-    /* one spare byte in front: mapped tensors may be unaligned */
-    unsigned char *raw = malloc(n * esz + 1);
-    assert_non_null(raw);
-    w->bytes = raw;
-    unsigned char *data = raw + 1;
-    for (size_t i = 0; i < n; i++) {
-        float v = frand() * scale;
-        if (dt == SD_DTYPE_F32) {
-            memcpy(data + 4 * i, &v, 4);
-        } else {
-            uint16_t h = dt == SD_DTYPE_F16 ? sd_f32_to_f16(v) : sd_f32_to_bf16(v);
-            memcpy(data + 2 * i, &h, 2);
-        }
-    }
-    w->info.data = data;
-    w->info.nbytes = n * esz;
-    return w;
+    return test_weight_new(name, dt, ndim, shape, scale, 0.0f, true, frand);
 }
 
 static test_weight *weight_1d(const char *name, sd_dtype dt, int64_t n, float scale)
@@ -90,12 +57,7 @@ static test_weight *weight_1d(const char *name, sd_dtype dt, int64_t n, float sc
     return weight_new(name, dt, 1, &n, scale);
 }
 
-static void weight_free(test_weight *w)
-{
-    if (!w) return;
-    free(w->bytes);
-    free(w);
-}
+static void weight_free(test_weight *w) { test_weight_free(w); }
 
 static sd_tensor tensor_from(sd_backend *be, int n, int h, int w, int c, const float *host)
 {
@@ -113,24 +75,10 @@ static float *tensor_get(sd_backend *be, const sd_tensor *t)
     return h;
 }
 
-/* max |got - want| <= tol * max |want| (plus a floor for all-zero refs) */
 static void check_close(const float *got, const float *want, size_t n, double tol,
                         const char *what)
 {
-    double maxref = 0.0, maxdiff = 0.0;
-    size_t at = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (fabs(want[i]) > maxref) maxref = fabs(want[i]);
-        double d = fabs((double)got[i] - (double)want[i]);
-        if (!(d <= maxdiff)) {  /* also catches NaN */
-            maxdiff = isnan(d) ? INFINITY : d;
-            at = i;
-        }
-    }
-    double bound = tol * (maxref > 1e-6 ? maxref : 1e-6);
-    if (!(maxdiff <= bound))
-        fail_msg("%s: max |diff| %.3g at %zu (got %.6g, want %.6g) > %.3g (tol %.1e of max %.4g)",
-                 what, maxdiff, at, got[at], want[at], bound, tol, maxref);
+    test_check_close(got, want, n, tol, what);
 }
 
 static double tol_of(int prec, double f16_tol)
@@ -163,7 +111,7 @@ static void test_missing_library(void **state)
     (void)state;
     char err[512] = "";
     sd_cuda_options opt = { 0, SD_CUDA_PREC_AUTO, 0, "/nonexistent/libhn-sd-cuda.so",
-                            0, false, false };
+                            0, false, false, false };
     assert_null(sd_backend_cuda_create(&opt, err, sizeof err));
     assert_non_null(strstr(err, "nonexistent"));
     assert_int_equal(sd_cuda_probe("/nonexistent/libhn-sd-cuda.so", NULL, err, sizeof err), -1);
@@ -468,7 +416,7 @@ static void test_conv_implicit_forced_shapes(void **state)
             char err[512], what[200];
             setenv("SD_CUDA_IGEMM", forced[fi], 1);
             sd_cuda_options o2 = { 0, SD_CUDA_PREC_AUTO, 1, f->lib[0] ? f->lib : NULL, 0,
-                                   false, false };
+                                   false, false, false };
             sd_backend *be = sd_backend_cuda_create(&o2, err, sizeof err);
             if (!be) fail_msg("%s", err);
             float *got = conv_on(be, cc, w, b, xin, res, true, false);
@@ -546,7 +494,7 @@ static void test_linear(void **state)
  * fixture's 1 MB workspace (so the sliced paths run on small tensors). */
 static sd_backend *cuda_in(fixture *f, sd_cuda_precision prec)
 {
-    sd_cuda_options o = { 0, prec, 1, f->lib[0] ? f->lib : NULL, 0, false, false };
+    sd_cuda_options o = { 0, prec, 1, f->lib[0] ? f->lib : NULL, 0, false, false, false };
     char err[512];
     sd_backend *be = sd_backend_cuda_create(&o, err, sizeof err);
     if (!be) fail_msg("%s backend (precision %d): %s", f->label, (int)prec, err);
@@ -1212,7 +1160,7 @@ static void test_workspace_limit_and_graph_switch(void **state)
     fixture *f = *state;
     NEED_CUDA(f);
     char err[512];
-    sd_cuda_options o = { 0, SD_CUDA_PREC_AUTO, 0, f->lib[0] ? f->lib : NULL, 0, false, false };
+    sd_cuda_options o = { 0, SD_CUDA_PREC_AUTO, 0, f->lib[0] ? f->lib : NULL, 0, false, false, false };
     sd_backend *be = sd_backend_cuda_create(&o, err, sizeof err);
     if (!be) fail_msg("%s", err);
     size_t old = 0;
@@ -1248,7 +1196,7 @@ static void test_weight_budget_and_drop(void **state)
     fixture *f = *state;
     NEED_CUDA(f);
     char err[512];
-    sd_cuda_options o = { 0, SD_CUDA_PREC_AUTO, 0, f->lib[0] ? f->lib : NULL, 0, false, false };
+    sd_cuda_options o = { 0, SD_CUDA_PREC_AUTO, 0, f->lib[0] ? f->lib : NULL, 0, false, false, false };
     sd_backend *be = sd_backend_cuda_create(&o, err, sizeof err);
     if (!be) fail_msg("%s", err);
     sd_cuda_precision old;

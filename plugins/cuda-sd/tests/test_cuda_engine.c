@@ -199,6 +199,97 @@ static void test_kv_cache_equals_uncached(void **state)
 
 /* ---- CUDA graphs of the UNet step ------------------------------------------------------ */
 
+/* The tiny SD1 UNet on two backends made with the same options, one with
+ * graphs off (eager) and one with graphs on: what the graph tests compare. */
+typedef struct graph_pair {
+    sd_backend *be_eager, *be_graph;
+    sd_model_file *mf;
+    sd_unet *ue, *ug;
+    /* graph_pair_buffers: a pass's random input and context, and room for
+     * the eager (want) and graph (got) outputs; NULL until then */
+    float *x, *ctx, *want, *got;
+    size_t n;                    /* elements of x, want and got */
+} graph_pair;
+
+static void graph_pair_open(const fixture *f, sd_cuda_options o, graph_pair *gp)
+{
+    char err[512];
+    o.lib_path = f->lib[0] ? f->lib : NULL;
+    o.graphs = false;
+    gp->be_eager = sd_backend_cuda_create(&o, err, sizeof err);
+    o.graphs = true;
+    gp->be_graph = gp->be_eager ? sd_backend_cuda_create(&o, err, sizeof err) : NULL;
+    if (!gp->be_eager || !gp->be_graph) fail_msg("%s", err);
+    assert_false(sd_backend_cuda_graphs_on(gp->be_eager));
+    assert_true(sd_backend_cuda_graphs_on(gp->be_graph));
+    sd_family_info fam;
+    gp->mf = open_tiny("sd1", &fam);
+    gp->ue = gp->ug = NULL;
+    gp->x = gp->ctx = gp->want = gp->got = NULL;
+    if (sd_unet_create(gp->mf, &fam, gp->be_eager, &gp->ue, err, sizeof err) ||
+        sd_unet_create(gp->mf, &fam, gp->be_graph, &gp->ug, err, sizeof err))
+        fail_msg("%s", err);
+}
+
+/* Buffers for passes of B latents HxW with L context tokens. */
+static void graph_pair_buffers(graph_pair *gp, int B, int L, int H, int W)
+{
+    gp->n = (size_t)B * 4 * H * W;
+    gp->ctx = rand_vec((size_t)B * L * sd_unet_context_dim(gp->ue), 1.0f);
+    gp->x = rand_vec(gp->n, 1.0f);
+    gp->want = malloc(gp->n * sizeof(float));
+    gp->got = malloc(gp->n * sizeof(float));
+    assert_true(gp->want && gp->got);
+}
+
+/* One pass of the buffers' input (B latents HxW, L tokens, timestep t for
+ * each) through both UNets: want from the eager one, got from the graph
+ * one; *before / *after: the graph backend's counters around it. */
+static void graph_pair_pass(graph_pair *gp, float t, int B, int L, int H, int W,
+                            sd_cuda_memory *before, sd_cuda_memory *after)
+{
+    char err[512];
+    float ts[16];
+    assert_true(B <= 16);
+    for (int b = 0; b < B; b++) ts[b] = t;
+    assert_int_equal(sd_backend_cuda_memory(gp->be_graph, before, false), 0);
+    if (sd_unet_forward(gp->ue, gp->x, ts, gp->ctx, L, B, H, W, gp->want, err, sizeof err) ||
+        sd_unet_forward(gp->ug, gp->x, ts, gp->ctx, L, B, H, W, gp->got, err, sizeof err))
+        fail_msg("UNet pass at t = %g: %s", t, err);
+    assert_int_equal(sd_backend_cuda_memory(gp->be_graph, after, false), 0);
+}
+
+static void graph_pair_close(graph_pair *gp)
+{
+    free(gp->x);
+    free(gp->ctx);
+    free(gp->want);
+    free(gp->got);
+    sd_unet_destroy(gp->ue);
+    sd_unet_destroy(gp->ug);
+    sd_model_file_close(gp->mf);
+    sd_backend_destroy(gp->be_eager);
+    sd_backend_destroy(gp->be_graph);
+}
+
+/* A replayed pass equals the eager one: bit for bit on the emulation; on a
+ * GPU cuBLAS may pick other algorithms with the fixed workspace graphs
+ * set: 5e-3 relative. */
+static void assert_graph_pass_equal(const fixture *f, const char *what, const float *got,
+                                    const float *want, size_t n)
+{
+    if (strcmp(f->label, "cuda-emu") == 0) {
+        golden_assert_bits_equal(what, got, want, n);
+        return;
+    }
+    double m = 0, d = 0;
+    for (size_t j = 0; j < n; j++) {
+        if (fabs(want[j]) > m) m = fabs(want[j]);
+        if (fabs(got[j] - want[j]) > d) d = fabs(got[j] - want[j]);
+    }
+    if (d > 5e-3 * m) fail_msg("%s: max |diff| %g (max %g)", what, d, m);
+}
+
 /* The same passes with graphs off and on: K/V cached and not, a new
  * context (new K/V: a new capture), another latent size, weights dropped
  * or the scratch trimmed in between (stale graph: captured again; the
@@ -211,22 +302,13 @@ static void test_unet_graphs_equal_eager(void **state)
 {
     fixture *f = *state;
     NEED_CUDA(f);
-    const bool emulated = strcmp(f->label, "cuda-emu") == 0;
     const int B = 2, L = 77;
     char err[512];
-    sd_cuda_options o = { 0, SD_CUDA_PREC_AUTO, 0, f->lib[0] ? f->lib : NULL, 0, false, false };
-    sd_backend *be_eager = sd_backend_cuda_create(&o, err, sizeof err);
-    o.graphs = true;
-    sd_backend *be_graph = sd_backend_cuda_create(&o, err, sizeof err);
-    if (!be_eager || !be_graph) fail_msg("%s", err);
-    assert_false(sd_backend_cuda_graphs_on(be_eager));
-    assert_true(sd_backend_cuda_graphs_on(be_graph));
-    sd_family_info fam;
-    sd_model_file *mf = open_tiny("sd1", &fam);
-    sd_unet *ue = NULL, *ug = NULL;
-    if (sd_unet_create(mf, &fam, be_eager, &ue, err, sizeof err) ||
-        sd_unet_create(mf, &fam, be_graph, &ug, err, sizeof err))
-        fail_msg("%s", err);
+    graph_pair gp;
+    graph_pair_open(f, (sd_cuda_options){ .precision = SD_CUDA_PREC_AUTO }, &gp);
+    sd_backend *be_eager = gp.be_eager, *be_graph = gp.be_graph;
+    sd_model_file *mf = gp.mf;
+    sd_unet *ue = gp.ue, *ug = gp.ug;
     int D = sd_unet_context_dim(ue);
     float *ctx1 = rand_vec((size_t)B * L * D, 1.0f), *ctx2 = rand_vec((size_t)B * L * D, 1.0f);
     /* drop 1: every weight leaves the device before the pass (the graph is
@@ -279,16 +361,7 @@ static void test_unet_graphs_equal_eager(void **state)
                       after.graph_captures - before.graph_captures,
                       after.graph_launches - before.graph_launches,
                       after.graph_eager - before.graph_eager);
-        if (emulated) {
-            golden_assert_bits_equal(what, got, want, n);
-        } else {
-            double m = 0, d = 0;
-            for (size_t j = 0; j < n; j++) {
-                if (fabs(want[j]) > m) m = fabs(want[j]);
-                if (fabs(got[j] - want[j]) > d) d = fabs(got[j] - want[j]);
-            }
-            if (d > 5e-3 * m) fail_msg("%s: max |diff| %g (max %g)", what, d, m);
-        }
+        assert_graph_pass_equal(f, what, got, want, n);
         free(x);
         free(want);
         free(got);
@@ -304,13 +377,9 @@ static void test_unet_graphs_equal_eager(void **state)
     assert_true(m.graph_captures >= 4 && m.graph_launches >= 6);
     assert_int_equal(sd_backend_cuda_memory(be_eager, &m, false), 0);
     assert_true(m.graph_launches == 0 && m.graph_eager == 0);
-    sd_unet_destroy(ue);
-    sd_unet_destroy(ug);
     free(ctx1);
     free(ctx2);
-    sd_model_file_close(mf);
-    sd_backend_destroy(be_eager);
-    sd_backend_destroy(be_graph);
+    graph_pair_close(&gp);
 }
 
 /* CUDA graphs with the implicit-GEMM convolutions (conv_igemm.cu): passes
@@ -322,37 +391,18 @@ static void test_unet_graphs_conv_implicit(void **state)
 {
     fixture *f = *state;
     NEED_CUDA(f);
-    const bool emulated = strcmp(f->label, "cuda-emu") == 0;
     const int B = 2, L = 77, H = 8, W = 8;
-    char err[512];
-    sd_cuda_options o = { 0, SD_CUDA_PREC_AUTO, 0, f->lib[0] ? f->lib : NULL, 0, false, true };
-    sd_backend *be_eager = sd_backend_cuda_create(&o, err, sizeof err);
-    o.graphs = true;
-    sd_backend *be_graph = sd_backend_cuda_create(&o, err, sizeof err);
-    if (!be_eager || !be_graph) fail_msg("%s", err);
-    sd_family_info fam;
-    sd_model_file *mf = open_tiny("sd1", &fam);
-    sd_unet *ue = NULL, *ug = NULL;
-    if (sd_unet_create(mf, &fam, be_eager, &ue, err, sizeof err) ||
-        sd_unet_create(mf, &fam, be_graph, &ug, err, sizeof err))
-        fail_msg("%s", err);
-    const size_t n = (size_t)B * 4 * H * W;
-    float *ctx = rand_vec((size_t)B * L * sd_unet_context_dim(ue), 1.0f);
-    float *x = rand_vec(n, 1.0f), *want = malloc(n * sizeof(float)),
-          *got = malloc(n * sizeof(float));
-    assert_true(want && got);
+    graph_pair gp;
+    graph_pair_open(f, (sd_cuda_options){ .precision = SD_CUDA_PREC_AUTO, .conv_implicit = true },
+                    &gp);
+    graph_pair_buffers(&gp, B, L, H, W);
     for (int k = 0; k < 6; k++) {
         if (k == 3) {   /* back to im2col on both */
-            assert_int_equal(sd_backend_cuda_set_conv_implicit(be_eager, false), 0);
-            assert_int_equal(sd_backend_cuda_set_conv_implicit(be_graph, false), 0);
+            assert_int_equal(sd_backend_cuda_set_conv_implicit(gp.be_eager, false), 0);
+            assert_int_equal(sd_backend_cuda_set_conv_implicit(gp.be_graph, false), 0);
         }
-        float ts[2] = { 900.0f - 100.0f * (float)k, 900.0f - 100.0f * (float)k };
         sd_cuda_memory b, a;
-        assert_int_equal(sd_backend_cuda_memory(be_graph, &b, false), 0);
-        if (sd_unet_forward(ue, x, ts, ctx, L, B, H, W, want, err, sizeof err) ||
-            sd_unet_forward(ug, x, ts, ctx, L, B, H, W, got, err, sizeof err))
-            fail_msg("pass %d: %s", k, err);
-        assert_int_equal(sd_backend_cuda_memory(be_graph, &a, false), 0);
+        graph_pair_pass(&gp, 900.0f - 100.0f * (float)k, B, L, H, W, &b, &a);
         char what[160];
         snprintf(what, sizeof what, "%s graphs + implicit-GEMM convs, pass %d (%s): %llu captured, "
                  "%llu launched, %llu eager", f->label, k, k < 3 ? "implicit" : "im2col",
@@ -370,29 +420,58 @@ static void test_unet_graphs_conv_implicit(void **state)
         if (k == 3)
             assert_true(a.graph_captures == b.graph_captures + 1 ||
                         (a.graph_eager == b.graph_eager + 1 && a.graph_launches == b.graph_launches));
-        if (emulated) {
-            golden_assert_bits_equal(what, got, want, n);
-        } else {
-            double m = 0, d = 0;
-            for (size_t j = 0; j < n; j++) {
-                if (fabs(want[j]) > m) m = fabs(want[j]);
-                if (fabs(got[j] - want[j]) > d) d = fabs(got[j] - want[j]);
-            }
-            if (d > 5e-3 * m) fail_msg("%s: max |diff| %g (max %g)", what, d, m);
-        }
+        assert_graph_pass_equal(f, what, gp.got, gp.want, gp.n);
     }
     sd_cuda_memory m;
-    assert_int_equal(sd_backend_cuda_memory(be_eager, &m, false), 0);
+    assert_int_equal(sd_backend_cuda_memory(gp.be_eager, &m, false), 0);
     assert_true(m.conv_implicit_calls > 0);
-    free(x);
-    free(want);
-    free(got);
-    free(ctx);
-    sd_unet_destroy(ue);
-    sd_unet_destroy(ug);
-    sd_model_file_close(mf);
-    sd_backend_destroy(be_eager);
-    sd_backend_destroy(be_graph);
+    graph_pair_close(&gp);
+}
+
+/* CUDA graphs with fp16 activations: replays equal the eager passes of a
+ * backend with the same switch (bit for bit on the emulation), and turning
+ * the switch off makes the graph stale (its intermediates have the old
+ * type): re-captured, still equal to eager. */
+static void test_unet_graphs_f16_activations(void **state)
+{
+    fixture *f = *state;
+    NEED_CUDA(f);
+    const int B = 2, L = 77, H = 8, W = 8;
+    graph_pair gp;
+    graph_pair_open(f, (sd_cuda_options){ .precision = SD_CUDA_PREC_AUTO, .f16_activations = true },
+                    &gp);
+    graph_pair_buffers(&gp, B, L, H, W);
+    sd_backend *be_eager = gp.be_eager, *be_graph = gp.be_graph;
+    const size_t n = gp.n;
+    float *f16_out = malloc(n * sizeof(float));
+    assert_non_null(f16_out);
+    for (int k = 0; k < 6; k++) {
+        if (k == 3) {   /* float32 activations on both from here */
+            assert_int_equal(sd_backend_cuda_set_f16_activations(be_eager, false), 0);
+            assert_int_equal(sd_backend_cuda_set_f16_activations(be_graph, false), 0);
+            sd_unet_kv_cache_clear(gp.ue);
+            sd_unet_kv_cache_clear(gp.ug);
+        }
+        sd_cuda_memory b, a;
+        graph_pair_pass(&gp, 500.0f, B, L, H, W, &b, &a);
+        char what[160];
+        snprintf(what, sizeof what, "%s graphs, %s activations, pass %d: %llu captured, "
+                 "%llu launched", f->label, k < 3 ? "fp16" : "float32", k,
+                 a.graph_captures - b.graph_captures, a.graph_launches - b.graph_launches);
+        print_message("%s\n", what);
+        /* pass 0 and 3 fill the K/V cache (eager), 1 and 4 capture, 2 and 5
+         * replay */
+        if (k == 1 || k == 4) assert_true(a.graph_captures == b.graph_captures + 1);
+        if (k == 2 || k == 5)
+            assert_true(a.graph_launches == b.graph_launches + 1 &&
+                        a.graph_captures == b.graph_captures);
+        assert_graph_pass_equal(f, what, gp.got, gp.want, n);
+        if (k == 2) memcpy(f16_out, gp.want, n * sizeof(float));
+    }
+    /* the same input and timestep: fp16 activations round, float32 do not */
+    assert_true(memcmp(f16_out, gp.want, n * sizeof(float)) != 0);
+    free(f16_out);
+    graph_pair_close(&gp);
 }
 
 /* ---- VAE tiles and NaN check -------------------------------------------------------- */
@@ -660,7 +739,7 @@ static void test_model_cache_swaps(void **state)
     NEED_CUDA(f);
     const bool emulated = strcmp(f->label, "cuda-emu") == 0;
     char err[512];
-    sd_cuda_options o = { 0, SD_CUDA_PREC_AUTO, 0, f->lib[0] ? f->lib : NULL, 0, false, false };
+    sd_cuda_options o = { 0, SD_CUDA_PREC_AUTO, 0, f->lib[0] ? f->lib : NULL, 0, false, false, false };
     /* references, and each model's weight bytes, on a backend of its own */
     sd_backend *ref_be = sd_backend_cuda_create(&o, err, sizeof err);
     if (!ref_be) fail_msg("%s", err);
@@ -773,7 +852,7 @@ typedef struct offload_run {
 static void offload_generate(const fixture *f, int offload, bool graphs, offload_run *r)
 {
     char err[512], path[1024], vocab[1024];
-    sd_cuda_options o = { 0, SD_CUDA_PREC_AUTO, 0, f->lib[0] ? f->lib : NULL, 0, graphs, false };
+    sd_cuda_options o = { 0, SD_CUDA_PREC_AUTO, 0, f->lib[0] ? f->lib : NULL, 0, graphs, false, false };
     sd_backend *be = sd_backend_cuda_create(&o, err, sizeof err);
     if (!be) fail_msg("%s", err);
     model_path(path, sizeof path, "sd1");
@@ -1129,6 +1208,7 @@ static void check_switches_on(sd_backend *be, sd_pipeline *p)
     sd_cuda_precision old;
     assert_int_equal(sd_backend_cuda_set_precision(be, SD_CUDA_PREC_AUTO_VAE_BF16, &old), 0);
     assert_int_equal(old, SD_CUDA_PREC_AUTO_VAE_BF16);
+    assert_int_equal(be->inner_type, SD_ACT_F16);   /* cuda_f16_activations */
     sd_cuda_memory m0, m1;
     assert_int_equal(sd_backend_cuda_memory(be, &m0, false), 0);
     sd_image img;
@@ -1152,7 +1232,8 @@ static void test_own_backend_switches(void **state)
 
     sd_model_cache_opts co = { .backend = "cuda", .vram_budget_mb = -1, .max_models = 1,
                                .vocab_path = vocab, .cuda_graphs = true,
-                               .cuda_conv_implicit = true, .cuda_vae_bf16 = true };
+                               .cuda_conv_implicit = true, .cuda_vae_bf16 = true,
+                               .cuda_f16_activations = true };
     sd_model_cache *c = NULL;
     if (sd_model_cache_create(&co, &c, err, sizeof err)) fail_msg("model cache: %s", err);
     check_switches_on(sd_model_cache_backend(c), cache_get(c, "sd1"));
@@ -1160,7 +1241,7 @@ static void test_own_backend_switches(void **state)
 
     sd_pipeline_opts po = { .model_path = path, .vocab_path = vocab, .backend = "cuda",
                             .cuda_graphs = true, .cuda_conv_implicit = true,
-                            .cuda_vae_bf16 = true };
+                            .cuda_vae_bf16 = true, .cuda_f16_activations = true };
     sd_pipeline *p = NULL;
     if (sd_pipeline_load(&po, &p, err, sizeof err)) fail_msg("pipeline: %s", err);
     check_switches_on(sd_pipeline_backend(p), p);
@@ -1176,7 +1257,8 @@ static void test_own_backend_switches(void **state)
         cmocka_unit_test(test_vae_bf16_no_overflow), \
         cmocka_unit_test(test_model_cache_swaps), cmocka_unit_test(test_pipeline_offload), \
         cmocka_unit_test(test_unet_graphs_equal_eager), cmocka_unit_test(test_vae_nin_decode_memory), \
-        cmocka_unit_test(test_unet_graphs_conv_implicit), cmocka_unit_test(test_own_backend_switches)
+        cmocka_unit_test(test_unet_graphs_conv_implicit), cmocka_unit_test(test_own_backend_switches), \
+        cmocka_unit_test(test_unet_graphs_f16_activations)
 
 static int setup_cpu_only(void **state)
 {

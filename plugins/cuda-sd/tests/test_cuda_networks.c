@@ -140,8 +140,11 @@ static void test_text_encoders(void **state)
 }
 
 /* implicit: AUTO only, with the implicit-GEMM convolutions on
- * (sd_backend_cuda_set_conv_implicit), which must run at least once. */
-static void run_unets(fixture *fx, bool implicit)
+ * (sd_backend_cuda_set_conv_implicit), which must run at least once.
+ * f16: AUTO only, with fp16 activations (sd_backend_cuda_set_f16_activations):
+ * the same goldens at the same tolerance, and an output that is not the
+ * float32 activations' (the switch took effect). */
+static void run_unets(fixture *fx, bool implicit, bool f16)
 {
     model_case models[MAX_MODELS];
     int nm = list_models(models, MAX_MODELS);
@@ -153,7 +156,7 @@ static void run_unets(fixture *fx, bool implicit)
         int B = (int)xi->shape[0], H = (int)xi->shape[2], W = (int)xi->shape[3];
         int L = (int)ci->shape[1];
         float *x = golden_f32(g, "x", NULL), *ctx = golden_f32(g, "context", NULL);
-        for (int pi = 0; pi < (implicit ? 1 : n_prec(fx)); pi++) {
+        for (int pi = 0; pi < (implicit || f16 ? 1 : n_prec(fx)); pi++) {
             char err[512];
             sd_unet *u = NULL;
             sd_cuda_memory before, after;
@@ -176,9 +179,24 @@ static void run_unets(fixture *fx, bool implicit)
                 if (sd_unet_forward(u, x, t, ctx, L, B, H, W, out, err, sizeof err))
                     fail_msg("%s: %s", models[mi].kind, err);
                 char what[512];
-                snprintf(what, sizeof what, "%.20s %.31s UNet %.40s (%s%s)", fx->label,
+                snprintf(what, sizeof what, "%.20s %.31s UNet %.40s (%s%s%s)", fx->label,
                          models[mi].kind, variants[vi][1], prec_name(pi),
-                         implicit ? ", implicit-GEMM convolutions" : "");
+                         implicit ? ", implicit-GEMM convolutions" : "",
+                         f16 ? ", fp16 activations" : "");
+                if (f16) {
+                    /* the float32 activations' output first, then fp16's */
+                    float *out32 = malloc((size_t)n * sizeof *out32);
+                    assert_non_null(out32);
+                    if (sd_unet_forward(u, x, t, ctx, L, B, H, W, out32, err, sizeof err))
+                        fail_msg("%s: %s", models[mi].kind, err);
+                    assert_int_equal(sd_backend_cuda_set_f16_activations(fx->cuda[pi], true), 0);
+                    sd_unet_kv_cache_clear(u);
+                    int rc = sd_unet_forward(u, x, t, ctx, L, B, H, W, out, err, sizeof err);
+                    assert_int_equal(sd_backend_cuda_set_f16_activations(fx->cuda[pi], false), 0);
+                    if (rc) fail_msg("%s: %s", models[mi].kind, err);
+                    assert_true(memcmp(out, out32, (size_t)n * sizeof *out) != 0);
+                    free(out32);
+                }
                 golden_assert_close(what, out, want, (size_t)n, tol_of(pi));
                 free(out);
                 free(want);
@@ -203,7 +221,7 @@ static void test_unets(void **state)
 {
     fixture *fx = *state;
     NEED_CUDA(fx);
-    run_unets(fx, false);
+    run_unets(fx, false, false);
 }
 
 /* The UNets with the implicit-GEMM convolutions (conv_igemm.cu) against
@@ -212,7 +230,18 @@ static void test_unets_conv_implicit(void **state)
 {
     fixture *fx = *state;
     NEED_CUDA(fx);
-    run_unets(fx, true);
+    run_unets(fx, true, false);
+}
+
+/* The UNets with fp16 activations, alone and with the implicit-GEMM
+ * convolutions (which then read fp16 inputs in place), against the same
+ * goldens at AUTO tolerance. */
+static void test_unets_f16_activations(void **state)
+{
+    fixture *fx = *state;
+    NEED_CUDA(fx);
+    run_unets(fx, false, true);
+    run_unets(fx, true, true);
 }
 
 static void test_vaes(void **state)
@@ -281,10 +310,12 @@ int main(void)
     const struct CMUnitTest gpu[] = { cmocka_unit_test(test_text_encoders),
                                       cmocka_unit_test(test_unets),
                                       cmocka_unit_test(test_unets_conv_implicit),
+                                      cmocka_unit_test(test_unets_f16_activations),
                                       cmocka_unit_test(test_vaes) };
     const struct CMUnitTest emu[] = { cmocka_unit_test(test_text_encoders),
                                       cmocka_unit_test(test_unets),
                                       cmocka_unit_test(test_unets_conv_implicit),
+                                      cmocka_unit_test(test_unets_f16_activations),
                                       cmocka_unit_test(test_vaes) };
     int failed = cmocka_run_group_tests_name("cuda networks (GPU)", gpu, setup_gpu, teardown);
     failed += cmocka_run_group_tests_name("cuda-emu networks (CUDA kernels emulated on the CPU)",

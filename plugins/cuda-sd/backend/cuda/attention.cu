@@ -7,11 +7,22 @@
  *    after the product (which accumulates in float32), so SD2's large
  *    logits cannot overflow fp16 (the reason SD2 needs "upcast attention"
  *    in PyTorch). Design, FlashAttention-2 style:
- *    - a pre-pass (fa_pack_*) converts Q, K and V to fp16 once, per head,
- *      head dim zero-padded to DP (a multiple of 16: 40 -> 48, not 64) and
- *      sequences zero-padded to whole blocks/tiles, V transposed to
- *      [dim][key]. The main loop then only copies bytes, and every operand
- *      fragment is one 32-bit shared-memory load;
+ *    - Q, K, V and the output are each float32 or fp16 (sd_act_type, any
+ *      mix). fp16 Q and K are read in place from the [B][L][C] tensors
+ *      (Q fragments straight from global memory, K tiles by cp.async),
+ *      with the head dim zero-filled up to DP (a multiple of 16: 40 -> 48,
+ *      not 64) and keys past Lk zero-filled (cp.async's src-size-0 form);
+ *      float32 Q/K (or fp16 ones too misaligned for those loads: head dims
+ *      not a multiple of 8 for K, odd for Q) get a pre-pass (fa_pack_*) into
+ *      the same fp16 layout, padded per head. V always gets the pre-pass
+ *      into [dim][key] (transposed; from fp16 it only moves halves), once
+ *      per call, so P V's B fragments are one 32-bit shared load each.
+ *      Row-major V tiles would cost every query block either two 16-bit
+ *      loads a register (the main loop is bound by shared loads) or its
+ *      own transposition of each tile, more than one pass over V
+ *      (ldmatrix.trans would avoid both; it needs a GPU to verify its lane
+ *      mapping, the emulator has none). Every operand fragment is one
+ *      32-bit shared-memory (or, for Q, global) load;
  *    - one block = 128 (head dim <= 64) or 64 queries of one (sample,
  *      head), 8 or 4 warps of 16 query rows; each warp keeps its Q fragments, its 16 x DP output and its
  *      16 x 64 score tile in registers for the whole key loop;
@@ -26,7 +37,9 @@
  * 2. blas_attention: cuBLAS strided-batched GEMMs over the heads for
  *    S = scale * Q K^T in float32, a row softmax kernel, then O = P V; query
  *    rows in slices so S fits the workspace. Used for big head dims (the
- *    VAE's single 512-wide head) and the TF32/F32 precisions. Its GEMMs read
+ *    VAE's single 512-wide head) and the TF32/F32 precisions. fp16 operands
+ *    are converted to float32 copies from the pool first (and an fp16
+ *    output written through one): a fallback, not the UNet's path. Its GEMMs read
  *    the float32 tensors in place in TF32 (plain F32 in the F32 precision),
  *    also where AUTO_VAE_BF16 runs the VAE's other GEMMs in bf16: bf16 operands would
  *    need copies of Q, K, V and P in the scratch, for one small layer.
@@ -35,6 +48,12 @@
 #include "backend/cuda/mma.h"
 
 #define FA_BN 64     /* keys per shared-memory tile */
+/* Unrolled loops (nvcc; g++ builds the emulation and has no such pragma). */
+#ifdef SD_CUDA_EMU
+#define FA_UNROLL
+#else
+#define FA_UNROLL _Pragma("unroll")
+#endif
 /* Warps per block, 16 query rows each. Every warp of a block reuses the
  * block's K/V tiles, so more warps = less K/V traffic from L2 per query:
  * 8 for the small head dims (SD's 4096 x 40 level: 512 blocks of 128
@@ -64,12 +83,14 @@ template <int DP> struct fa_layout {
 
 static inline int fa_round_up(int n, int m) { return (n + m - 1) / m * m; }
 
-/* Pre-pass: src [B][L][C] float32 -> dst [B*heads][Lp][DP] fp16, head h
- * taking channels [h*d, h*d+d), zeros past d and past L. Q and K. Each
- * thread writes 8 consecutive elements (one 16-byte store; DP is a multiple
- * of 16, so the 8 never straddle two rows); n8 = number of such chunks. */
-__global__ void fa_pack_rows_kernel(const float *__restrict__ src, uint16_t *__restrict__ dst,
-                                    int L, int Lp, int C, int d, int heads, int DP, int64_t n8)
+/* Pre-pass: src [B][L][C] (float32, or fp16 when src_f16) -> dst
+ * [B*heads][Lp][DP] fp16, head h taking channels [h*d, h*d+d), zeros past d
+ * and past L. Q and K when they cannot be read in place. Each thread
+ * writes 8 consecutive elements (one 16-byte store; DP is a multiple of 16,
+ * so the 8 never straddle two rows); n8 = number of such chunks. */
+__global__ void fa_pack_rows_kernel(const void *__restrict__ src, bool src_f16,
+                                    uint16_t *__restrict__ dst, int L, int Lp, int C, int d,
+                                    int heads, int DP, int64_t n8)
 {
     const int chunks = DP / 8;
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n8;
@@ -78,9 +99,10 @@ __global__ void fa_pack_rows_kernel(const float *__restrict__ src, uint16_t *__r
         const int64_t rest = i / chunks;
         const int r = (int)(rest % Lp);
         const int bh = (int)(rest / Lp), b = bh / heads, h = bh % heads;
-        const float *row = src + ((int64_t)b * L + r) * C + (int64_t)h * d;
+        const int64_t row = ((int64_t)b * L + r) * C + (int64_t)h * d;
         float f[8];
-        for (int e = 0; e < 8; e++) f[e] = (r < L && c0 + e < d) ? row[c0 + e] : 0.0f;
+        for (int e = 0; e < 8; e++)
+            f[e] = (r < L && c0 + e < d) ? cu_ld(src, src_f16, row + c0 + e) : 0.0f;
         const uint32_t w0 = cu_pack_h2(f[0], f[1]), w1 = cu_pack_h2(f[2], f[3]);
         const uint32_t w2 = cu_pack_h2(f[4], f[5]), w3 = cu_pack_h2(f[6], f[7]);
 #ifdef SD_CUDA_EMU
@@ -92,13 +114,14 @@ __global__ void fa_pack_rows_kernel(const float *__restrict__ src, uint16_t *__r
     }
 }
 
-/* Pre-pass for V: src [B][L][C] float32 -> dst [B*heads][DP][Lp] fp16
- * (transposed, so P V's B fragments are pairs of adjacent keys). 32x32
- * tiles through shared memory keep both the reads and the writes
- * coalesced. grid (Lp/32, DP/32 rounded up, B*heads), 256 threads. */
+/* Pre-pass for V: src [B][L][C] (float32, or fp16 when src_f16) -> dst
+ * [B*heads][DP][Lp] fp16 (transposed, so P V's B fragments are pairs of
+ * adjacent keys). 32x32 tiles through shared memory keep both the reads
+ * and the writes coalesced. grid (Lp/32, DP/32 rounded up, B*heads), 256
+ * threads. */
 __global__ void __launch_bounds__(256)
-    fa_pack_vt_kernel(const float *__restrict__ src, uint16_t *__restrict__ dst, int L, int Lp,
-                      int C, int d, int heads, int DP)
+    fa_pack_vt_kernel(const void *__restrict__ src, bool src_f16, uint16_t *__restrict__ dst,
+                      int L, int Lp, int C, int d, int heads, int DP)
 {
     __shared__ float tile[32][33];   /* +1: the transposed reads avoid bank conflicts */
     const int tx = threadIdx.x & 31, ty = threadIdx.x >> 5;
@@ -106,7 +129,9 @@ __global__ void __launch_bounds__(256)
     const int r0 = blockIdx.x * 32, c0 = blockIdx.y * 32;
     for (int y = ty; y < 32; y += 8) {
         const int r = r0 + y, c = c0 + tx;
-        tile[y][tx] = (r < L && c < d) ? src[((int64_t)b * L + r) * C + (int64_t)h * d + c] : 0.0f;
+        tile[y][tx] = (r < L && c < d)
+                          ? cu_ld(src, src_f16, ((int64_t)b * L + r) * C + (int64_t)h * d + c)
+                          : 0.0f;
     }
     __syncthreads();
     for (int y = ty; y < 32; y += 8) {
@@ -115,15 +140,42 @@ __global__ void __launch_bounds__(256)
     }
 }
 
-/* grid (Lqp/FA_BM, heads, batch), FA_THREADS threads. qh [B*heads][Lqp][DP],
- * kh [B*heads][Lkp][DP], vt [B*heads][DP][Lkp] from the pre-pass; out
- * [B,Lq,C] float32, head h at channels [h*d, h*d+d). scale_log2 = scale *
- * log2(e). */
+/* Where the flash kernel finds the rows of Q or K of (sample b, head h):
+ * row r, head channel c at p[b*sb + h*sh + r*rs + c], and zeros where
+ * r >= rows or c >= cols. In place ([B][L][C] fp16: sb = L*C, sh = d,
+ * rs = C, rows = L, cols = d) or packed by fa_pack_rows_kernel (sb =
+ * heads*Lp*DP, sh = Lp*DP, rs = DP, rows = Lp, cols = DP: nothing to
+ * zero). */
+struct fa_rows {
+    const uint16_t *p;
+    long long sb, sh;
+    int rs, rows, cols;
+};
+
+/* How the flash kernel writes its output. */
+enum { FA_OUT_F32 = 0, FA_OUT_F16 = 1, FA_OUT_F16_PAIRS = 2 /* fp16, pairs as 32-bit stores */ };
+
+/* Two adjacent fp16 outputs as one 32-bit store (4-byte aligned). */
+__device__ static inline void fa_st_h2(uint16_t *p, uint32_t v)
+{
+#ifdef SD_CUDA_EMU
+    cu_emu_check_align(p, 4, "fp16 pair store");
+    memcpy(p, &v, sizeof v);
+#else
+    *(uint32_t *)p = v;
+#endif
+}
+
+/* grid (Lqp/FA_BM, heads, batch), FA_THREADS threads. q, k: see fa_rows
+ * (Q's rows cover Lqp = Lq padded to whole blocks, K's Lkp = Lk padded to
+ * whole tiles; zeros past the real ones); vt [B*heads][DP][Lkp] from the
+ * pre-pass; out [B,Lq,C] float32 or fp16 (out_mode, FA_OUT_*), head h at
+ * channels [h*d, h*d+d). scale_log2 = scale * log2(e). */
 template <int DP>
 __global__ void __launch_bounds__(FA_THREADS(DP), FA_MIN_BLOCKS(DP))
-    flash_attn_kernel(const uint16_t *__restrict__ qh, const uint16_t *__restrict__ kh,
-                      const uint16_t *__restrict__ vt, float *__restrict__ out, int Lq, int Lk,
-                      int Lqp, int Lkp, int C, int d, float scale_log2, int causal)
+    flash_attn_kernel(const fa_rows q, const fa_rows k, const uint16_t *__restrict__ vt,
+                      void *__restrict__ out, int out_mode, int Lq, int Lk, int Lkp, int C, int d,
+                      float scale_log2, int causal)
 {
     typedef fa_layout<DP> L;
     const int KS = FA_KSTRIDE(DP), VS = FA_VSTRIDE;
@@ -137,21 +189,25 @@ __global__ void __launch_bounds__(FA_THREADS(DP), FA_MIN_BLOCKS(DP))
     const int q0 = blockIdx.x * BM;
     const int qrow = q0 + warp * 16 + g;      /* this thread's rows: qrow, qrow + 8 */
 
-    const uint16_t *kb = kh + (int64_t)bh * Lkp * DP;
+    const uint16_t *kb = k.p + b * k.sb + h * k.sh;
     const uint16_t *vb = vt + (int64_t)bh * DP * Lkp;
 
     /* causal: keys past this block's last query are masked for every row */
     const int kv_end = causal ? (Lk < q0 + BM ? Lk : q0 + BM) : Lk;
     const int n_tiles = (kv_end + FA_BN - 1) / FA_BN;
 
-    /* Queues the copy of key tile jt into buffer `buf` (16-byte chunks;
-     * the padding is part of the packed data, so no bounds checks). */
+    /* Queues the copy of key tile jt into buffer `buf` (16-byte chunks).
+     * K chunks past the real keys or head channels (in-place fp16 K: head
+     * dims that are not a multiple of 16, the last tile's keys) are
+     * zero-filled, never read: 8 channels a chunk, d a multiple of 8, so a
+     * chunk is all in or all out. V^T's padding is part of its packed data. */
     auto load_tile = [&](int jt, int buf) {
         const int j0 = jt * FA_BN;
         uint16_t *kd = Ks + buf * L::k_tile, *vd = Vs + buf * L::v_tile;
         for (int i = tid; i < FA_BN * DP / 8; i += THREADS) {
             const int r = i / (DP / 8), c = (i % (DP / 8)) * 8;
-            cu_cp_async16(kd + r * KS + c, kb + (int64_t)(j0 + r) * DP + c);
+            const bool in = j0 + r < k.rows && c < k.cols;
+            cu_cp_async16_zfill(kd + r * KS + c, in ? kb + (int64_t)(j0 + r) * k.rs + c : k.p, in);
         }
         for (int i = tid; i < DP * FA_BN / 8; i += THREADS) {
             const int r = i / (FA_BN / 8), c = (i % (FA_BN / 8)) * 8;
@@ -161,15 +217,19 @@ __global__ void __launch_bounds__(FA_THREADS(DP), FA_MIN_BLOCKS(DP))
     };
     load_tile(0, 0);
 
-    /* Q fragments straight from global memory, once (rows padded to Lqp) */
+    /* Q fragments straight from global memory, once; zeros past the real
+     * rows and head channels (pairs: d is even for in-place fp16 Q) */
     uint32_t qa[DP / 16][4];
     {
-        const uint16_t *qr = qh + ((int64_t)bh * Lqp + qrow) * DP + t * 2;
+        const uint16_t *qb = q.p + b * q.sb + h * q.sh;
+        const bool r0_in = qrow < q.rows, r1_in = qrow + 8 < q.rows;
+        const uint16_t *qr0 = qb + (int64_t)qrow * q.rs, *qr1 = qr0 + (int64_t)8 * q.rs;
         for (int kt = 0; kt < DP / 16; kt++) {
-            qa[kt][0] = cu_ld_h2(qr + kt * 16);
-            qa[kt][1] = cu_ld_h2(qr + 8 * DP + kt * 16);
-            qa[kt][2] = cu_ld_h2(qr + kt * 16 + 8);
-            qa[kt][3] = cu_ld_h2(qr + 8 * DP + kt * 16 + 8);
+            const int c0 = kt * 16 + t * 2, c1 = c0 + 8;
+            qa[kt][0] = r0_in && c0 < q.cols ? cu_ld_h2(qr0 + c0) : 0u;
+            qa[kt][1] = r1_in && c0 < q.cols ? cu_ld_h2(qr1 + c0) : 0u;
+            qa[kt][2] = r0_in && c1 < q.cols ? cu_ld_h2(qr0 + c1) : 0u;
+            qa[kt][3] = r1_in && c1 < q.cols ? cu_ld_h2(qr1 + c1) : 0u;
         }
     }
     float o[DP / 8][4];
@@ -261,15 +321,40 @@ __global__ void __launch_bounds__(FA_THREADS(DP), FA_MIN_BLOCKS(DP))
         l += __shfl_xor_sync(CU_FULL_MASK, l, 2);
         inv[hr] = l > 0.0f ? 1.0f / l : 0.0f;
     }
+    /* (the loops are unrolled: o[] must stay in registers, and a loop
+     * over dt that the compiler keeps indexes it, which puts it in local
+     * memory for the whole kernel) */
     const int h_off = h * d;
+    FA_UNROLL
     for (int hr = 0; hr < 2; hr++) {
         const int qi = qrow + 8 * hr;
         if (qi >= Lq) continue;
-        float *orow = out + ((int64_t)b * Lq + qi) * C + h_off;
-        for (int dt = 0; dt < DP / 8; dt++) {
-            const int c = dt * 8 + t * 2;
-            if (c < d) orow[c] = o[dt][2 * hr] * inv[hr];
-            if (c + 1 < d) orow[c + 1] = o[dt][2 * hr + 1] * inv[hr];
+        const int64_t orow = ((int64_t)b * Lq + qi) * C + h_off;
+        if (out_mode == FA_OUT_F32) {
+            float *op = (float *)out + orow;
+            FA_UNROLL
+            for (int dt = 0; dt < DP / 8; dt++) {
+                const int c = dt * 8 + t * 2;
+                if (c < d) op[c] = o[dt][2 * hr] * inv[hr];
+                if (c + 1 < d) op[c + 1] = o[dt][2 * hr + 1] * inv[hr];
+            }
+        } else if (out_mode == FA_OUT_F16_PAIRS) {   /* C, d even: (c, c+1) both in or out */
+            uint16_t *op = (uint16_t *)out + orow;
+            FA_UNROLL
+            for (int dt = 0; dt < DP / 8; dt++) {
+                const int c = dt * 8 + t * 2;
+                if (c < d)
+                    fa_st_h2(op + c,
+                             cu_pack_h2(o[dt][2 * hr] * inv[hr], o[dt][2 * hr + 1] * inv[hr]));
+            }
+        } else {
+            uint16_t *op = (uint16_t *)out + orow;
+            FA_UNROLL
+            for (int dt = 0; dt < DP / 8; dt++) {
+                const int c = dt * 8 + t * 2;
+                if (c < d) op[c] = cu_f2h(o[dt][2 * hr] * inv[hr]);
+                if (c + 1 < d) op[c + 1] = cu_f2h(o[dt][2 * hr + 1] * inv[hr]);
+            }
         }
     }
 }
@@ -278,8 +363,8 @@ __global__ void __launch_bounds__(FA_THREADS(DP), FA_MIN_BLOCKS(DP))
 static const int fa_dims[] = { 16, 32, 48, 64, 80, 96, 128, 160 };
 #define FA_VARIANTS ((int)(sizeof fa_dims / sizeof fa_dims[0]))
 
-typedef void (*fa_kernel_fn)(const uint16_t *, const uint16_t *, const uint16_t *, float *, int,
-                             int, int, int, int, int, float, int);
+typedef void (*fa_kernel_fn)(const fa_rows, const fa_rows, const uint16_t *, void *, int, int,
+                             int, int, int, int, float, int);
 
 static fa_kernel_fn fa_kernel(int variant, size_t *smem)
 {
@@ -332,32 +417,60 @@ static int flash_attention(cuda_backend *cb, int variant, const sd_tensor *q, co
     const int bm = fa_bm(variant);
     const int Lqp = fa_round_up(Lq, bm), Lkp = fa_round_up(Lk, FA_BN);
     const int64_t nq = (int64_t)B * heads * Lqp * DP, nk = (int64_t)B * heads * Lkp * DP;
+    /* fp16 Q is read in place with 32-bit loads (pairs of head channels:
+     * even d and C, 4-byte aligned), fp16 K with 16-byte cp.async (8
+     * channels: d and C multiples of 8, 16-byte aligned); anything else is
+     * packed first */
+    const bool q_direct = cu_is_f16(q) && d % 2 == 0 && C % 2 == 0 &&
+                          ((uintptr_t)q->data & 3u) == 0;
+    const bool k_direct = cu_is_f16(k) && d % 8 == 0 && C % 8 == 0 &&
+                          ((uintptr_t)k->data & 15u) == 0;
+    const int64_t nq_packed = q_direct ? 0 : nq, nk_packed = k_direct ? 0 : nk;
     /* fp16 copies from the stream-ordered pool (the same sizes come back
      * every step, so the pool serves them without allocating); freed in
      * stream order after the kernel. Every part is a multiple of 64 * 16
      * elements, so each starts 16-byte aligned for cp.async. */
-    uint16_t *packed = (uint16_t *)cu_malloc(cb, (size_t)(nq + 2 * nk) * sizeof(uint16_t));
+    const size_t packed_bytes = (size_t)(nq_packed + nk_packed + nk) * sizeof(uint16_t);
+    uint16_t *packed = (uint16_t *)cu_malloc(cb, packed_bytes);
     if (!packed)
         return cu_fail(cb, "out of GPU memory for %zu MB of attention operands",
-                       (size_t)(nq + 2 * nk) * sizeof(uint16_t) >> 20);
-    uint16_t *qh = packed, *kh = qh + nq, *vt = kh + nk;
+                       packed_bytes >> 20);
+    uint16_t *qh = packed, *kh = qh + nq_packed, *vt = kh + nk_packed;
+    fa_rows qr, kr;
+    if (q_direct)
+        qr = { (const uint16_t *)q->data, (long long)Lq * C, d, C, Lq, d };
+    else
+        qr = { qh, (long long)heads * Lqp * DP, (long long)Lqp * DP, DP, Lqp, DP };
+    if (k_direct)
+        kr = { (const uint16_t *)k->data, (long long)Lk * C, d, C, Lk, d };
+    else
+        kr = { kh, (long long)heads * Lkp * DP, (long long)Lkp * DP, DP, Lkp, DP };
+    const int out_mode = !cu_is_f16(out) ? FA_OUT_F32
+                         : (C % 2 == 0 && d % 2 == 0 && ((uintptr_t)out->data & 3u) == 0)
+                             ? FA_OUT_F16_PAIRS
+                             : FA_OUT_F16;
     int rc = -1;
-    SD_LAUNCH(fa_pack_rows_kernel, cu_grid(cb, (size_t)nq / 8, 256), 256, 0, cb->stream, q->data,
-              qh, Lq, Lqp, C, d, heads, DP, nq / 8);
-    if (cu_launched(cb, "attention fp16 packing")) goto done;
-    SD_LAUNCH(fa_pack_rows_kernel, cu_grid(cb, (size_t)nk / 8, 256), 256, 0, cb->stream, k->data,
-              kh, Lk, Lkp, C, d, heads, DP, nk / 8);
-    if (cu_launched(cb, "attention fp16 packing")) goto done;
+    if (!q_direct) {
+        SD_LAUNCH(fa_pack_rows_kernel, cu_grid(cb, (size_t)nq / 8, 256), 256, 0, cb->stream,
+                  (const void *)q->data, cu_is_f16(q), qh, Lq, Lqp, C, d, heads, DP, nq / 8);
+        if (cu_launched(cb, "attention fp16 packing")) goto done;
+    }
+    if (!k_direct) {
+        SD_LAUNCH(fa_pack_rows_kernel, cu_grid(cb, (size_t)nk / 8, 256), 256, 0, cb->stream,
+                  (const void *)k->data, cu_is_f16(k), kh, Lk, Lkp, C, d, heads, DP, nk / 8);
+        if (cu_launched(cb, "attention fp16 packing")) goto done;
+    }
     {
         dim3 vgrid((unsigned)(Lkp / 32), (unsigned)((DP + 31) / 32), (unsigned)(B * heads));
-        SD_LAUNCH(fa_pack_vt_kernel, vgrid, 256, 0, cb->stream, v->data, vt, Lk, Lkp, C, d, heads,
-                  DP);
+        SD_LAUNCH(fa_pack_vt_kernel, vgrid, 256, 0, cb->stream, (const void *)v->data,
+                  cu_is_f16(v), vt, Lk, Lkp, C, d, heads, DP);
         if (cu_launched(cb, "attention fp16 packing")) goto done;
     }
     {
         dim3 grid((unsigned)(Lqp / bm), (unsigned)heads, (unsigned)B);
-        SD_LAUNCH(kern, grid, FA_THREADS(DP), smem, cb->stream, qh, kh, vt, out->data, Lq, Lk, Lqp,
-                  Lkp, C, d, scale * 1.4426950408889634f, (int)causal);
+        SD_LAUNCH(kern, grid, FA_THREADS(DP), smem, cb->stream, qr, kr, (const uint16_t *)vt,
+                  (void *)out->data, out_mode, Lq, Lk, Lkp, C, d, scale * 1.4426950408889634f,
+                  (int)causal);
         if (cu_launched(cb, "flash attention")) goto done;
     }
     rc = 0;
@@ -431,10 +544,46 @@ static int blas_attention(cuda_backend *cb, const sd_tensor *q, const sd_tensor 
     return 0;
 }
 
+/* blas_attention for any operand types: fp16 operands are converted to
+ * float32 copies from the pool first, an fp16 output is written through a
+ * float32 one (the fallback paths: head dims past 160, TF32/F32). */
+static int blas_attention_any(cuda_backend *cb, const sd_tensor *q, const sd_tensor *k,
+                              const sd_tensor *v, int heads, float scale, bool causal,
+                              sd_tensor *out)
+{
+    if (!cu_is_f16(q) && !cu_is_f16(k) && !cu_is_f16(v) && !cu_is_f16(out))
+        return blas_attention(cb, q, k, v, heads, scale, causal, out);
+    const sd_tensor *in[3] = { q, k, v };
+    sd_tensor f32[4] = { *q, *k, *v, *out };
+    void *tmp[4] = { NULL, NULL, NULL, NULL };
+    int rc = -1;
+    for (int i = 0; i < 4; i++) {
+        const sd_tensor *t = i < 3 ? in[i] : out;
+        if (!cu_is_f16(t)) continue;
+        const size_t n = sd_tensor_numel_of(t);
+        tmp[i] = cu_malloc(cb, n * sizeof(float));
+        if (!tmp[i]) {
+            cu_fail(cb, "out of GPU memory for a float32 copy of an fp16 attention operand");
+            goto done;
+        }
+        f32[i].data = (float *)tmp[i];
+        f32[i].type = SD_ACT_F32;
+        if (i < 3 && cu_convert(cb, t->data, true, tmp[i], false, n)) goto done;
+    }
+    if (blas_attention(cb, &f32[0], &f32[1], &f32[2], heads, scale, causal, &f32[3])) goto done;
+    if (tmp[3] && cu_convert(cb, tmp[3], false, out->data, true, sd_tensor_numel_of(out)))
+        goto done;
+    rc = 0;
+done:
+    for (int i = 0; i < 4; i++) cu_free(cb, tmp[i]);
+    return rc;
+}
+
 int cu_attention(sd_backend *be, const sd_tensor *q, const sd_tensor *k, const sd_tensor *v,
                  int heads, float scale, bool causal, sd_tensor *out)
 {
     cuda_backend *cb = cu_of(be);
+    if (cu_types_ok(cb, "attention", q, k, v, out)) return -1;
     const int C = q->c;
     if (heads < 1 || C % heads != 0)
         return cu_fail(cb, "attention: %d channels do not split into %d heads", C, heads);
@@ -452,5 +601,5 @@ int cu_attention(sd_backend *be, const sd_tensor *q, const sd_tensor *k, const s
         int variant = fa_variant(cb, d);
         if (variant >= 0) return flash_attention(cb, variant, q, k, v, heads, scale, causal, out);
     }
-    return blas_attention(cb, q, k, v, heads, scale, causal, out);
+    return blas_attention_any(cb, q, k, v, heads, scale, causal, out);
 }

@@ -113,18 +113,44 @@ static void sample_device_memory(cuda_backend *cb)
 static int be_upload(sd_backend *be, const float *host, sd_tensor *t)
 {
     cuda_backend *cb = cu_of(be);
-    return cu_check(cb, cudaMemcpyAsync(t->data, host, sd_tensor_numel_of(t) * sizeof(float),
-                                        cudaMemcpyHostToDevice, cb->stream),
-                    "upload");
+    if (cu_types_ok(cb, "upload", t, NULL, NULL, NULL)) return -1;
+    size_t n = sd_tensor_numel_of(t);
+    if (!cu_is_f16(t))
+        return cu_check(cb, cudaMemcpyAsync(t->data, host, n * sizeof(float),
+                                            cudaMemcpyHostToDevice, cb->stream),
+                        "upload");
+    /* fp16 tensor: the float32 values through a staging buffer */
+    float *tmp = (float *)cu_malloc(cb, n * sizeof(float));
+    if (!tmp) return cu_fail(cb, "out of GPU memory uploading a tensor");
+    int rc = cu_check(cb, cudaMemcpyAsync(tmp, host, n * sizeof(float), cudaMemcpyHostToDevice,
+                                          cb->stream),
+                      "upload");
+    if (rc == 0) rc = cu_convert(cb, tmp, false, t->data, true, n);
+    cu_free(cb, tmp);
+    return rc;
 }
 
 static int be_download(sd_backend *be, const sd_tensor *t, float *host)
 {
     cuda_backend *cb = cu_of(be);
-    if (cu_check(cb, cudaMemcpyAsync(host, t->data, sd_tensor_numel_of(t) * sizeof(float),
-                                     cudaMemcpyDeviceToHost, cb->stream),
-                 "download"))
-        return -1;
+    if (cu_types_ok(cb, "download", t, NULL, NULL, NULL)) return -1;
+    size_t n = sd_tensor_numel_of(t);
+    float *tmp = NULL;
+    const float *src = t->data;
+    if (cu_is_f16(t)) {
+        if (!(tmp = (float *)cu_malloc(cb, n * sizeof(float))))
+            return cu_fail(cb, "out of GPU memory downloading a tensor");
+        if (cu_convert(cb, t->data, true, tmp, false, n)) {
+            cu_free(cb, tmp);
+            return -1;
+        }
+        src = tmp;
+    }
+    int rc = cu_check(cb, cudaMemcpyAsync(host, src, n * sizeof(float), cudaMemcpyDeviceToHost,
+                                          cb->stream),
+                      "download");
+    if (tmp) cu_free(cb, tmp);
+    if (rc) return -1;
     sample_device_memory(cb);
     return cu_check(cb, cudaStreamSynchronize(cb->stream), "download (a queued kernel failed)");
 }
@@ -132,13 +158,14 @@ static int be_download(sd_backend *be, const sd_tensor *t, float *host)
 static int be_upload_nchw(sd_backend *be, const float *host, sd_tensor *t)
 {
     cuda_backend *cb = cu_of(be);
+    if (cu_types_ok(cb, "upload", t, NULL, NULL, NULL)) return -1;
     size_t n = sd_tensor_numel_of(t);
     float *tmp = (float *)cu_malloc(cb, n * sizeof(float));
     if (!tmp) return cu_fail(cb, "out of GPU memory uploading a tensor");
     int rc = cu_check(cb, cudaMemcpyAsync(tmp, host, n * sizeof(float), cudaMemcpyHostToDevice,
                                           cb->stream),
                       "upload");
-    if (rc == 0) rc = cu_nchw_to_nhwc(cb, tmp, t->data, t->n, t->c, t->h * t->w);
+    if (rc == 0) rc = cu_nchw_to_nhwc(cb, tmp, t->data, cu_is_f16(t), t->n, t->c, t->h * t->w);
     cu_free(cb, tmp);
     return rc;
 }
@@ -146,10 +173,11 @@ static int be_upload_nchw(sd_backend *be, const float *host, sd_tensor *t)
 static int be_download_nchw(sd_backend *be, const sd_tensor *t, float *host)
 {
     cuda_backend *cb = cu_of(be);
+    if (cu_types_ok(cb, "download", t, NULL, NULL, NULL)) return -1;
     size_t n = sd_tensor_numel_of(t);
     float *tmp = (float *)cu_malloc(cb, n * sizeof(float));
     if (!tmp) return cu_fail(cb, "out of GPU memory downloading a tensor");
-    int rc = cu_nhwc_to_nchw(cb, t->data, tmp, t->n, t->c, t->h * t->w);
+    int rc = cu_nhwc_to_nchw(cb, t->data, cu_is_f16(t), tmp, t->n, t->c, t->h * t->w);
     if (rc == 0)
         rc = cu_check(cb, cudaMemcpyAsync(host, tmp, n * sizeof(float), cudaMemcpyDeviceToHost,
                                           cb->stream),
@@ -271,6 +299,7 @@ static int api_set_precision(sd_backend *be, sd_cuda_precision p, sd_cuda_precis
     /* ops already queued captured their paths; weights are cached per
      * storage kind, so both precisions' copies may coexist */
     cb->precision = p;
+    cu_update_inner_type(cb);
     return 0;
 }
 
@@ -395,6 +424,45 @@ static int api_set_conv_implicit(sd_backend *be, bool on)
     return 0;
 }
 
+void cu_update_inner_type(cuda_backend *cb)
+{
+    const bool f16_gemms = cb->precision == SD_CUDA_PREC_AUTO ||
+                           cb->precision == SD_CUDA_PREC_F16 ||
+                           cb->precision == SD_CUDA_PREC_AUTO_VAE_BF16;
+    cb->head.base.inner_type = cb->f16_activations && f16_gemms ? SD_ACT_F16 : SD_ACT_F32;
+}
+
+/* Version 5: fp16 activations. Tensors already allocated keep their type
+ * (every op takes both). A change makes captured graphs stale (their
+ * intermediates have the old type), through the scratch generation they
+ * check, as the conv_implicit switch does. */
+static int api_set_f16_activations(sd_backend *be, bool on)
+{
+    cuda_backend *cb = cu_of(be);
+    if (cb->capturing) return cu_fail(cb, "f16_activations changed during a graph capture");
+    if (cb->f16_activations != on) cb->wsgen++;
+    cb->f16_activations = on;
+    cu_update_inner_type(cb);
+    return 0;
+}
+
+int cu_types_ok(cuda_backend *cb, const char *op, const sd_tensor *a, const sd_tensor *b,
+                const sd_tensor *c, const sd_tensor *d)
+{
+    const sd_tensor *all[4] = { a, b, c, d };
+    for (int i = 0; i < 4; i++) {
+        if (!all[i]) continue;
+        /* read as an int: a value outside the enum (the caller's C code may
+         * hold any) is undefined behaviour as an enum load in C++ */
+        int type;
+        static_assert(sizeof type == sizeof all[i]->type, "sd_act_type is an int");
+        memcpy(&type, &all[i]->type, sizeof type);
+        if (type != SD_ACT_F32 && type != SD_ACT_F16)
+            return cu_fail(cb, "%s: unknown activation type %d", op, type);
+    }
+    return 0;
+}
+
 static void fill_ops(sd_backend_ops *o)
 {
     memset(o, 0, sizeof *o);
@@ -449,6 +517,7 @@ static const sd_cuda_api the_api = {
     cu_graph_free,
     api_set_workspace_limit,
     api_set_conv_implicit,
+    api_set_f16_activations,
 };
 
 static sd_backend *api_create(const sd_cuda_options *opt, char *err, size_t errlen)
@@ -477,6 +546,8 @@ static sd_backend *api_create(const sd_cuda_options *opt, char *err, size_t errl
     cb->ws_default = cb->ws_limit;
     cb->wbudget = opt->vram_budget_mb << 20;
     cb->conv_implicit = opt->conv_implicit;
+    cb->f16_activations = opt->f16_activations;
+    cu_update_inner_type(cb);
 
     const char *step = "cudaSetDevice";
     cudaDeviceProp prop;

@@ -73,8 +73,10 @@ struct ig_geom {
     int oh, ow, cout;
     int M, K;                    /* GEMM sizes: M = N*oh*ow, K = kh*kw*C */
     int steps;                   /* IG_BK steps of one split */
-    int pair;                    /* even cout and an 8-byte aligned output:
-                                    the epilogue stores float2s */
+    int pair;                    /* even cout and an aligned output: the
+                                    epilogue stores value pairs (float2s, or
+                                    two halves as one 32-bit word) */
+    int out16, res16;            /* output / residual in fp16 (else float32) */
 };
 
 template <int BM, int BN> struct ig_smem {
@@ -88,7 +90,7 @@ template <int BM, int BN> struct ig_smem {
 template <int BM, int BN, int MINB>
 __global__ void __launch_bounds__(IG_THREADS, MINB)
     conv_igemm_kernel(const uint16_t *__restrict__ x16, const uint16_t *__restrict__ w16,
-                      const float *bias, const float *residual, float *out,
+                      const float *bias, const void *residual, void *out,
                       float *__restrict__ partial, ig_geom g)
 {
     const int WM = BM / IG_WARPS_M, WN = BN / IG_WARPS_N, MT = WM / 16, NT = WN / 8;
@@ -212,7 +214,9 @@ __global__ void __launch_bounds__(IG_THREADS, MINB)
 
     /* epilogue: c[0..1] = rows gq, c[2..3] = row gq + 8; columns 2tq, +1 */
     const bool pair = g.pair != 0;
-    float *dst_base = partial ? partial + (size_t)blockIdx.z * g.M * g.cout : out;
+    /* split K: float32 partials; else the output in its own type */
+    float *part_base = partial ? partial + (size_t)blockIdx.z * g.M * g.cout : NULL;
+    const bool out16 = !partial && g.out16, res16 = g.res16 != 0;
     IG_UNROLL
     for (int mt = 0; mt < MT; mt++)
         IG_UNROLL
@@ -232,11 +236,21 @@ __global__ void __launch_bounds__(IG_THREADS, MINB)
                         if (two) v1 += bias[n + 1];
                     }
                     if (residual) {
-                        v0 += residual[row + n];
-                        if (two) v1 += residual[row + n + 1];
+                        v0 += cu_ld(residual, res16, (int64_t)(row + n));
+                        if (two) v1 += cu_ld(residual, res16, (int64_t)(row + n + 1));
                     }
                 }
-                float *d = dst_base + row + n;
+                if (out16) {
+                    uint16_t *d = (uint16_t *)out + row + n;
+                    if (pair) {
+                        *(uint32_t *)d = (uint32_t)cu_f2h(v0) | (uint32_t)cu_f2h(v1) << 16;
+                    } else {
+                        d[0] = cu_f2h(v0);
+                        if (two) d[1] = cu_f2h(v1);
+                    }
+                    continue;
+                }
+                float *d = (part_base ? part_base : (float *)out) + row + n;
                 if (pair) {
                     *(float2 *)d = make_float2(v0, v1);
                 } else {
@@ -247,23 +261,24 @@ __global__ void __launch_bounds__(IG_THREADS, MINB)
         }
 }
 
-/* out[i] = sum over splits of partial[s][i] (in split order) + bias + residual. */
+/* out[i] = sum over splits of partial[s][i] (in split order) + bias +
+ * residual; residual and out float32 or fp16 (res16, out16). */
 __global__ void conv_igemm_reduce_kernel(const float *__restrict__ partial, int splits,
                                          int64_t total, int cout, const float *bias,
-                                         const float *residual, float *out)
+                                         const void *residual, bool res16, void *out, bool out16)
 {
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < total;
          i += (int64_t)gridDim.x * blockDim.x) {
         float v = partial[i];
         for (int s = 1; s < splits; s++) v += partial[(int64_t)s * total + i];
         if (bias) v += bias[i % cout];
-        if (residual) v += residual[i];
-        out[i] = v;
+        if (residual) v += cu_ld(residual, res16, i);
+        cu_st(out, out16, i, v);
     }
 }
 
-typedef void (*ig_kernel_fn)(const uint16_t *, const uint16_t *, const float *, const float *,
-                             float *, float *, ig_geom);
+typedef void (*ig_kernel_fn)(const uint16_t *, const uint16_t *, const float *, const void *,
+                             void *, float *, ig_geom);
 
 /* The block shapes, by preference. A block reads (BM + BN) x K operands
  * from L2 for 2 BM BN K flops, so large blocks matter as much as the MMAs:
@@ -336,11 +351,13 @@ void cu_conv_implicit_init(cuda_backend *cb)
 }
 
 int cu_conv2d_implicit(cuda_backend *cb, const sd_tensor *x, const void *w16, const float *bias,
-                       const float *residual, const sd_conv_params *p, int kh, int kw,
+                       const sd_tensor *residual, const sd_conv_params *p, int kh, int kw,
                        sd_tensor *out)
 {
+    const bool x16 = cu_is_f16(x);
     const int C = x->c, cout = out->c;
     if (C % 8 != 0) return 1;                    /* chunks of 8 channels inside one tap */
+    if (x16 && ((uintptr_t)x->data & 15) != 0) return 1;   /* its 16-byte copies */
     const int64_t in_n = (int64_t)x->n * x->h * x->w * C;
     const int64_t M = (int64_t)out->n * out->h * out->w;
     const int64_t K = (int64_t)kh * kw * C;
@@ -351,12 +368,15 @@ int cu_conv2d_implicit(cuda_backend *cb, const sd_tensor *x, const void *w16, co
     const int v = ig_pick(cb, (int)M, cout, steps_total, &splits);
     if (v < 0) return 1;
     const ig_variant &var = ig_variants[v];
-    const size_t in_bytes = ((size_t)in_n * 2 + 255) & ~(size_t)255;
+    /* fp16 activations are read where they are; float32 ones get an fp16 copy */
+    const size_t in_bytes = x16 ? 0 : ((size_t)in_n * 2 + 255) & ~(size_t)255;
     const size_t part_bytes = splits > 1 ? (size_t)splits * M * cout * sizeof(float) : 0;
     if (in_bytes + part_bytes > cb->ws_limit) return 1;   /* im2col slices it */
-    unsigned char *ws = (unsigned char *)cu_workspace(cb, in_bytes + part_bytes);
-    if (!ws) return -1;
-    uint16_t *x16 = (uint16_t *)ws;
+    unsigned char *ws = NULL;
+    if (in_bytes + part_bytes > 0 &&
+        !(ws = (unsigned char *)cu_workspace(cb, in_bytes + part_bytes)))
+        return -1;
+    const uint16_t *xin = x16 ? (const uint16_t *)x->data : (const uint16_t *)ws;
     float *partial = splits > 1 ? (float *)(ws + in_bytes) : NULL;
     if (!(cb->igemm_ready & (1u << v))) {
         if (cu_check(cb, cudaFuncSetAttribute(var.fn, cudaFuncAttributeMaxDynamicSharedMemorySize,
@@ -365,7 +385,7 @@ int cu_conv2d_implicit(cuda_backend *cb, const sd_tensor *x, const void *w16, co
             return -1;
         cb->igemm_ready |= 1u << v;
     }
-    if (cu_to_f16(cb, x->data, x16, (size_t)in_n)) return -1;
+    if (!x16 && cu_to_f16(cb, x->data, (uint16_t *)ws, (size_t)in_n)) return -1;
 
     ig_geom g;
     g.H = x->h;
@@ -384,17 +404,23 @@ int cu_conv2d_implicit(cuda_backend *cb, const sd_tensor *x, const void *w16, co
     g.steps = (steps_total + splits - 1) / splits;
     splits = (steps_total + g.steps - 1) / g.steps;   /* no empty split */
     /* a tensor may be a view at any float offset; the partials are aligned */
-    g.pair = cout % 2 == 0 && (splits > 1 || ((uintptr_t)out->data & 7) == 0);
+    g.out16 = cu_is_f16(out);
+    g.res16 = residual && cu_is_f16(residual);
+    g.pair = cout % 2 == 0 &&
+             (splits > 1 || ((uintptr_t)out->data & (g.out16 ? 3 : 7)) == 0);
+    const void *res = residual ? residual->data : NULL;
     dim3 grid((unsigned)((M + var.bm - 1) / var.bm), (unsigned)((cout + var.bn - 1) / var.bn),
               (unsigned)splits);
     const ig_kernel_fn conv_igemm = var.fn;   /* the emulation's profile names it so */
-    SD_LAUNCH(conv_igemm, grid, IG_THREADS, var.smem, cb->stream, (const uint16_t *)x16,
-              (const uint16_t *)w16, bias, residual, out->data, splits > 1 ? partial : NULL, g);
+    SD_LAUNCH(conv_igemm, grid, IG_THREADS, var.smem, cb->stream, xin,
+              (const uint16_t *)w16, bias, res, (void *)out->data, splits > 1 ? partial : NULL,
+              g);
     if (cu_launched(cb, "implicit-GEMM conv")) return -1;
     if (splits > 1) {
         const int64_t total = M * cout;
         SD_LAUNCH(conv_igemm_reduce_kernel, cu_grid(cb, (size_t)total, 256), 256, 0, cb->stream,
-                  (const float *)partial, splits, total, cout, bias, residual, out->data);
+                  (const float *)partial, splits, total, cout, bias, res, (bool)g.res16,
+                  (void *)out->data, (bool)g.out16);
         if (cu_launched(cb, "implicit-GEMM conv split-K sum")) return -1;
     }
     cb->conv_implicit_calls++;

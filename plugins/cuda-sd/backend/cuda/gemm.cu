@@ -15,8 +15,9 @@
 #include "backend/cuda/internal.h"
 
 int cu_gemm_nt(cuda_backend *cb, int M, int N, int K, const void *A, int lda, const void *W,
-               int ldw, int gt, float beta, float *C, int ldc)
+               int ldw, int gt, float beta, void *C, bool c16, int ldc)
 {
+    if (c16 && gt != CU_GEMM_F16) return cu_fail(cb, "fp16 GEMM output needs fp16 inputs");
     const float one = 1.0f;
     cudaDataType_t t = gt == CU_GEMM_F16    ? CUDA_R_16F
                        : gt == CU_GEMM_BF16 ? CUDA_R_16BF
@@ -28,7 +29,7 @@ int cu_gemm_nt(cuda_backend *cb, int M, int N, int K, const void *A, int lda, co
     /* Row-major C[M,N] = A[M,K] W[N,K]^T is, in cuBLAS's column-major view,
      * C^T[N,M] = W^T... i.e. op(W)=T (W is K x N column-major), op(A)=N. */
     cublasStatus_t st = cublasGemmEx(cb->blas, CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, &one, W, t, ldw,
-                                     A, t, lda, &beta, C, CUDA_R_32F, ldc, ct,
+                                     A, t, lda, &beta, C, c16 ? CUDA_R_16F : CUDA_R_32F, ldc, ct,
                                      CUBLAS_GEMM_DEFAULT);
     if (st != CUBLAS_STATUS_SUCCESS)
         return cu_fail(cb, "cuBLAS GEMM (M=%d N=%d K=%d) failed: %s", M, N, K,
@@ -43,21 +44,25 @@ int cu_gemm_nt(cuda_backend *cb, int M, int N, int K, const void *A, int lda, co
 static bool lt_aligned(const void *p) { return ((uintptr_t)p & 255) == 0; }
 
 /* out[M,N] = A16[M,K] W16[N,K]^T + bias (+ C), fp16 inputs (bf16 ones when
- * bf16), float32 accumulation and output, by cublasLtMatmul with the bias added in its
+ * bf16), float32 accumulation, by cublasLtMatmul with the bias added in its
  * epilogue and the residual C read by the GEMM itself (beta = 1, C may be
  * the output), so nothing pre-fills the output: one pass over it instead of
- * three. Returns 1 where cuBLASLt is missing or has no algorithm for the
- * shape (the caller falls back to a pre-fill and GemmEx), 0 done, -1 error. */
+ * three. out and C are float32 (bias float32) or, with out16 (fp16 inputs
+ * only), fp16 (bias fp16: the epilogue takes the output's type, as
+ * PyTorch's fp16 addmm uses it). Returns 1 where cuBLASLt is missing or has
+ * no algorithm for the shape (the caller falls back to a pre-fill and
+ * GemmEx), 0 done, -1 error. */
 static int lt_gemm(cuda_backend *cb, int M, int N, int K, const uint16_t *A, const void *W,
-                   const float *bias, const float *C, float *out, bool bf16)
+                   const void *bias, const void *C, void *out, bool bf16, bool out16)
 {
+    if (out16 && bf16) return 1;
     /* the heuristic assumes 256-byte aligned pointers (pool and weight
      * allocations are); anything else takes the GemmEx path */
     if (!cb->lt || !lt_aligned(A) || !lt_aligned(W) || !lt_aligned(out) ||
         (bias && !lt_aligned(bias)) || (C && !lt_aligned(C)))
         return 1;
-    /* the input type is part of the plan's key: 4 = bf16 */
-    const int flags = (bias ? 1 : 0) | (C ? 2 : 0) | (bf16 ? 4 : 0);
+    /* the types are part of the plan's key: 4 = bf16 inputs, 8 = fp16 output */
+    const int flags = (bias ? 1 : 0) | (C ? 2 : 0) | (bf16 ? 4 : 0) | (out16 ? 8 : 0);
     const cudaDataType_t in_type = bf16 ? CUDA_R_16BF : CUDA_R_16F;
     cu_lt_plan *plan = NULL;
     for (int i = 0; i < cb->lt_nplans; i++) {
@@ -95,7 +100,7 @@ static int lt_gemm(cuda_backend *cb, int M, int N, int K, const uint16_t *A, con
     if (st == CUBLAS_STATUS_SUCCESS && bias)
         st = cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias,
                                             sizeof bias);
-    if (st == CUBLAS_STATUS_SUCCESS && bias)
+    if (st == CUBLAS_STATUS_SUCCESS && bias && !out16)
         st = cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_type,
                                             sizeof bias_type);
     if (st == CUBLAS_STATUS_SUCCESS)
@@ -103,7 +108,8 @@ static int lt_gemm(cuda_backend *cb, int M, int N, int K, const uint16_t *A, con
     if (st == CUBLAS_STATUS_SUCCESS)
         st = cublasLtMatrixLayoutCreate(&al, in_type, (uint64_t)K, (uint64_t)M, K);
     if (st == CUBLAS_STATUS_SUCCESS)
-        st = cublasLtMatrixLayoutCreate(&cl, CUDA_R_32F, (uint64_t)N, (uint64_t)M, N);
+        st = cublasLtMatrixLayoutCreate(&cl, out16 ? CUDA_R_16F : CUDA_R_32F, (uint64_t)N,
+                                        (uint64_t)M, N);
     if (st == CUBLAS_STATUS_SUCCESS && !plan) {
         /* first time for this shape: ask the heuristic once */
         const uint64_t max_ws = LT_WORKSPACE;
@@ -142,15 +148,16 @@ static int lt_gemm(cuda_backend *cb, int M, int N, int K, const uint16_t *A, con
     return ret;
 }
 
-/* out[r, c] = bias[c] + residual[r, c] (either may be NULL). */
-__global__ void gemm_prefill_kernel(float *out, const float *bias, const float *residual,
-                                    int64_t total, int N)
+/* out[r, c] = bias[c] + residual[r, c] (either may be NULL); out and
+ * residual float32 or fp16 (o16, r16). */
+__global__ void gemm_prefill_kernel(void *out, bool o16, const float *bias, const void *residual,
+                                    bool r16, int64_t total, int N)
 {
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < total;
          i += (int64_t)gridDim.x * blockDim.x) {
-        float v = residual ? residual[i] : 0.0f;
+        float v = residual ? cu_ld(residual, r16, i) : 0.0f;
         if (bias) v += bias[i % N];
-        out[i] = v;
+        cu_st(out, o16, i, v);
     }
 }
 
@@ -262,6 +269,27 @@ int cu_to_f16(cuda_backend *cb, const float *src, uint16_t *dst, size_t n)
     return to_h16(cb, src, dst, n, false);
 }
 
+__global__ void convert_kernel(const void *__restrict__ src, bool src_f16, void *__restrict__ dst,
+                               bool dst_f16, int64_t n)
+{
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+         i += (int64_t)gridDim.x * blockDim.x)
+        cu_st(dst, dst_f16, i, cu_ld(src, src_f16, i));
+}
+
+int cu_convert(cuda_backend *cb, const void *src, bool src_f16, void *dst, bool dst_f16, size_t n)
+{
+    if (n == 0) return 0;
+    if (src_f16 == dst_f16)
+        return cu_check(cb, cudaMemcpyAsync(dst, src, n * (src_f16 ? 2 : 4),
+                                            cudaMemcpyDeviceToDevice, cb->stream),
+                        "activation copy");
+    if (!src_f16) return to_h16(cb, (const float *)src, (uint16_t *)dst, n, false);
+    SD_LAUNCH(convert_kernel, cu_grid(cb, n, 256), 256, 0, cb->stream, src, src_f16, dst, dst_f16,
+              (int64_t)n);
+    return cu_launched(cb, "fp16 -> float32 conversion");
+}
+
 __device__ static inline int wrap_index(int i, int n)
 {
     i %= n;
@@ -277,7 +305,7 @@ struct im2col_geom {
 
 /* One value of the patch matrix: row m (output pixel), column k. */
 template <typename I>
-__device__ static inline float patch_value(const float *x, const im2col_geom g, I m, int k)
+__device__ static inline float patch_value(const void *x, bool xh, const im2col_geom g, I m, int k)
 {
     int ci = k % g.C, tap = k / g.C;
     int kx = tap % g.kw, ky = tap / g.kw;
@@ -293,7 +321,7 @@ __device__ static inline float patch_value(const float *x, const im2col_geom g, 
     } else if (iy < 0 || iy >= g.H || ix < 0 || ix >= g.W) {
         return 0.0f;
     }
-    return x[(((int64_t)img * g.H + iy) * g.W + ix) * g.C + ci];
+    return cu_ld(x, xh, (((int64_t)img * g.H + iy) * g.W + ix) * g.C + ci);
 }
 
 /* Rows [m0, m0+rows) of the patch matrix into col[rows][K], as float (OUT
@@ -317,8 +345,10 @@ struct conv_fill {
     int N4;
 };
 
-template <int OUT, int VEC, typename I>
-__global__ void im2col_kernel(const float *__restrict__ x, void *__restrict__ col, im2col_geom g,
+/* XH: x holds fp16 activations (only with OUT 1: their bits are copied
+ * into fp16 patches as they are); else float32. */
+template <int OUT, int VEC, typename I, int XH>
+__global__ void im2col_kernel(const void *__restrict__ x, void *__restrict__ col, im2col_geom g,
                               int64_t m0_, int64_t rows, conv_fill fill)
 {
     const int kv = g.K / VEC;
@@ -342,7 +372,7 @@ __global__ void im2col_kernel(const float *__restrict__ x, void *__restrict__ co
         int k = (int)(e % kv) * VEC;
         I m = m0 + r;
         if (VEC == 1) {
-            float v = patch_value(x, g, m, k);
+            float v = patch_value(x, XH != 0, g, m, k);
             if (OUT) ((uint16_t *)col)[e] = cu_f2h16<OUT == 2>(v);
             else ((float *)col)[e] = v;
         } else {
@@ -363,12 +393,27 @@ __global__ void im2col_kernel(const float *__restrict__ x, void *__restrict__ co
             } else {
                 inside = iy >= 0 && iy < g.H && ix >= 0 && ix < g.W;
             }
+            size_t off = (size_t)r * g.K + k;
+            const int64_t at = (((int64_t)img * g.H + iy) * g.W + ix) * g.C + ci;
+            if (XH) {
+                /* fp16 in, fp16 out: 8 or 4 halves copied as bits (zeros
+                 * for padding taps) */
+                uint16_t *dst = (uint16_t *)col + off;
+                const uint16_t *src = (const uint16_t *)x + at;
+                if (VEC == 8) {
+                    uint4 z = { 0u, 0u, 0u, 0u };
+                    *(uint4 *)dst = inside ? *(const uint4 *)src : z;
+                } else {
+                    ushort4 z = { 0, 0, 0, 0 };
+                    *(ushort4 *)dst = inside ? *(const ushort4 *)src : z;
+                }
+                continue;
+            }
             if (inside) {
-                const float *src = x + (((int64_t)img * g.H + iy) * g.W + ix) * g.C + ci;
+                const float *src = (const float *)x + at;
                 v = *(const float4 *)src;
                 if (VEC == 8) v2 = *(const float4 *)(src + 4);
             }
-            size_t off = (size_t)r * g.K + k;
             if (OUT && VEC == 8) {
                 uint4 h;
                 h.x = (unsigned)cu_f2h16<OUT == 2>(v.x) | (unsigned)cu_f2h16<OUT == 2>(v.y) << 16;
@@ -390,11 +435,31 @@ __global__ void im2col_kernel(const float *__restrict__ x, void *__restrict__ co
     }
 }
 
-/* gt: the patches' type (enum cu_gemm_type). */
-static int launch_im2col(cuda_backend *cb, const float *x, void *col, const im2col_geom &g,
-                         int64_t m0, int64_t rows, int gt, const conv_fill &fill)
+typedef void (*im2col_fn)(const void *, void *, im2col_geom, int64_t, int64_t, conv_fill);
+
+/* The im2col instantiation for patches of type OUT from an input of type
+ * XH: 32- or 64-bit indices, 8, 4 or 1 channels per thread (8 only for
+ * 16-bit patches). */
+template <int OUT, int XH> static im2col_fn pick_im2col(bool i32, bool vec8, bool vec)
 {
-    bool vec = g.C % 4 == 0;
+    if (i32)
+        return vec8 && OUT ? im2col_kernel<OUT, OUT ? 8 : 4, int, XH>
+               : vec       ? im2col_kernel<OUT, 4, int, XH>
+                           : im2col_kernel<OUT, 1, int, XH>;
+    return vec8 && OUT ? im2col_kernel<OUT, OUT ? 8 : 4, int64_t, XH>
+           : vec       ? im2col_kernel<OUT, 4, int64_t, XH>
+                       : im2col_kernel<OUT, 1, int64_t, XH>;
+}
+
+/* gt: the patches' type (enum cu_gemm_type); xh: x is fp16 (gt must be
+ * CU_GEMM_F16 then). */
+static int launch_im2col(cuda_backend *cb, const void *x, bool xh, void *col,
+                         const im2col_geom &g, int64_t m0, int64_t rows, int gt,
+                         const conv_fill &fill)
+{
+    if (xh && gt != CU_GEMM_F16) return cu_fail(cb, "im2col: fp16 input needs fp16 patches");
+    /* 4 channels per thread: 16-byte float32 loads, or 8-byte fp16 ones */
+    bool vec = g.C % 4 == 0 && (!xh || (cu_aligned(x, 8) && cu_aligned(col, 8)));
     /* 8 channels per thread for 16-bit patches (K % 8 == 0 then keeps every
      * 16-byte store aligned, given 16-byte aligned x and col) */
     bool vec8 = gt != CU_GEMM_F32 && g.C % 8 == 0 && cu_aligned(x, 16) && cu_aligned(col, 16);
@@ -405,46 +470,104 @@ static int launch_im2col(cuda_backend *cb, const float *x, void *col, const im2c
      * last output row included, stays below 2^31 */
     const bool i32 = items + (size_t)grid * 256 < 0x7fffffffu &&
                      (size_t)(m0 + rows) < 0x7fffffffu;
-    typedef void (*im2col_fn)(const float *, void *, im2col_geom, int64_t, int64_t, conv_fill);
-    im2col_fn kern;
-    if (gt == CU_GEMM_F16)
-        kern = i32 ? (vec8  ? im2col_kernel<1, 8, int>
-                      : vec ? im2col_kernel<1, 4, int>
-                            : im2col_kernel<1, 1, int>)
-                   : (vec8  ? im2col_kernel<1, 8, int64_t>
-                      : vec ? im2col_kernel<1, 4, int64_t>
-                            : im2col_kernel<1, 1, int64_t>);
-    else if (gt == CU_GEMM_BF16)
-        kern = i32 ? (vec8  ? im2col_kernel<2, 8, int>
-                      : vec ? im2col_kernel<2, 4, int>
-                            : im2col_kernel<2, 1, int>)
-                   : (vec8  ? im2col_kernel<2, 8, int64_t>
-                      : vec ? im2col_kernel<2, 4, int64_t>
-                            : im2col_kernel<2, 1, int64_t>);
-    else
-        kern = i32 ? (vec ? im2col_kernel<0, 4, int> : im2col_kernel<0, 1, int>)
-                   : (vec ? im2col_kernel<0, 4, int64_t> : im2col_kernel<0, 1, int64_t>);
+    im2col_fn kern = xh                  ? pick_im2col<1, 1>(i32, vec8, vec)
+                     : gt == CU_GEMM_F16  ? pick_im2col<1, 0>(i32, vec8, vec)
+                     : gt == CU_GEMM_BF16 ? pick_im2col<2, 0>(i32, vec8, vec)
+                                          : pick_im2col<0, 0>(i32, false, vec);
     SD_LAUNCH(kern, grid, 256, 0, cb->stream, x, col, g, m0, rows, fill);
     return cu_launched(cb, "im2col");
 }
 
-/* Pre-fills out with bias (+ residual); returns the GEMM's beta (0 when
- * there is nothing to add), or -1 on error. */
-static int prefill(cuda_backend *cb, float *out, const float *bias, const float *residual,
-                   int64_t rows, int N, float *beta)
+/* Pre-fills out with bias (+ residual), out and residual float32 or fp16
+ * (o16, r16); sets the GEMM's beta (0 when there is nothing to add).
+ * 0 or -1. */
+static int prefill_typed(cuda_backend *cb, void *out, bool o16, const float *bias,
+                         const void *residual, bool r16, int64_t rows, int N, float *beta)
 {
     *beta = 0.0f;
     if (!bias && !residual) return 0;
     int64_t total = rows * N;
-    if (N % 4 == 0 && cu_aligned(out, 16) && cu_aligned(bias, 16) && cu_aligned(residual, 16)) {
+    if (!o16 && !r16 && N % 4 == 0 && cu_aligned(out, 16) && cu_aligned(bias, 16) &&
+        cu_aligned(residual, 16)) {
         SD_LAUNCH(gemm_prefill4_kernel, cu_grid(cb, (size_t)total / 4, 256), 256, 0, cb->stream,
                   (float4 *)out, (const float4 *)bias, (const float4 *)residual, total / 4, N / 4);
     } else {
         SD_LAUNCH(gemm_prefill_kernel, cu_grid(cb, (size_t)total, 256), 256, 0, cb->stream, out,
-                  bias, residual, total, N);
+                  o16, bias, residual, r16, total, N);
     }
     *beta = 1.0f;
     return cu_launched(cb, "bias/residual");
+}
+
+static int prefill(cuda_backend *cb, float *out, const float *bias, const float *residual,
+                   int64_t rows, int N, float *beta)
+{
+    return prefill_typed(cb, out, false, bias, residual, false, rows, N, beta);
+}
+
+/* out[M,N] = A16[M,K] W16[N,K]^T + bias (+ residual) for an fp16 GEMM whose
+ * output and residual are float32 or fp16 (o16, r16; residual may be out):
+ * cuBLASLt with bias and residual in the GEMM where it can (bias16: the
+ * bias in fp16, for fp16 outputs), else a pre-fill and GemmEx. */
+static int gemm16_out(cuda_backend *cb, const uint16_t *A16, int M, int N, int K, const void *W,
+                      const float *bias32, const uint16_t *bias16, const void *res, bool r16,
+                      void *out, bool o16)
+{
+    if (cb->lt && (!res || r16 == o16)) {
+        int r = lt_gemm(cb, M, N, K, A16, W, o16 ? (const void *)bias16 : (const void *)bias32,
+                        res, out, false, o16);
+        if (r <= 0) return r;
+    }
+    float beta = 0.0f;
+    if (prefill_typed(cb, out, o16, bias32, res, r16, M, N, &beta)) return -1;
+    return cu_gemm_nt(cb, M, N, K, A16, K, W, K, CU_GEMM_F16, beta, out, o16, N);
+}
+
+/* The biases an fp16 GEMM may need: float32 always (pre-fills), fp16 for
+ * an fp16 output through cuBLASLt. 0 or -1. */
+static int gemm16_biases(cuda_backend *cb, const sd_tensor_info *b, int N, bool o16,
+                         const float **bias32, const uint16_t **bias16, const char *what)
+{
+    *bias32 = NULL;
+    *bias16 = NULL;
+    if (!b) return 0;
+    if (!(*bias32 = (const float *)cu_weight_get(cb, b, CU_W_VEC32, N, what))) return -1;
+    if (o16 && cb->lt && !(*bias16 = (const uint16_t *)cu_weight_get(cb, b, CU_W_VEC16, N, what)))
+        return -1;
+    return 0;
+}
+
+/* out = x[M,K] W^T + bias (+ residual), an fp16 GEMM with any of x, residual
+ * and out in fp16: fp16 x is the GEMM's A as it is; float32 x is converted
+ * in row slices that fit the workspace. */
+static int gemm_rows16(cuda_backend *cb, const sd_tensor *x, int64_t M, int N, int K,
+                       const void *W, const sd_tensor_info *b, const sd_tensor *residual,
+                       sd_tensor *out, const char *what)
+{
+    const bool x16 = cu_is_f16(x), o16 = cu_is_f16(out), r16 = residual && cu_is_f16(residual);
+    const float *bias32;
+    const uint16_t *bias16;
+    if (gemm16_biases(cb, b, N, o16, &bias32, &bias16, what)) return -1;
+    const size_t oes = o16 ? 2 : 4, res_es = r16 ? 2 : 4;
+    int64_t rows = x16 ? M : (int64_t)(cb->ws_limit / ((size_t)K * 2));
+    if (rows < 1) rows = 1;
+    if (rows > M) rows = M;
+    /* M stays an int per GEMM */
+    if (rows > ((int64_t)1 << 30)) rows = (int64_t)1 << 30;
+    uint16_t *ws = NULL;
+    if (!x16 && !(ws = (uint16_t *)cu_workspace(cb, (size_t)rows * K * 2))) return -1;
+    for (int64_t m0 = 0; m0 < M; m0 += rows) {
+        const int mc = (int)(M - m0 < rows ? M - m0 : rows);
+        const uint16_t *A16 = (const uint16_t *)x->data + m0 * K;
+        if (!x16) {
+            if (to_h16(cb, x->data + m0 * K, ws, (size_t)mc * K, false)) return -1;
+            A16 = ws;
+        }
+        const void *res = residual ? (const char *)residual->data + (size_t)m0 * N * res_es : NULL;
+        void *o = (char *)out->data + (size_t)m0 * N * oes;
+        if (gemm16_out(cb, A16, mc, N, K, W, bias32, bias16, res, r16, o, o16)) return -1;
+    }
+    return 0;
 }
 
 /* out = A (float32, [M,K]) times W^T + bias (+ residual), in row slices
@@ -465,10 +588,10 @@ static int gemm_rows_sliced(cuda_backend *cb, const float *A, int64_t M, int N, 
         uint16_t *ws = (uint16_t *)cu_workspace(cb, (size_t)M * K * 2);
         if (!ws) return -1;
         if (to_h16(cb, A, ws, (size_t)M * K, bf16)) return -1;
-        int r = lt_gemm(cb, (int)M, N, K, ws, W, bias, residual, out, bf16);
+        int r = lt_gemm(cb, (int)M, N, K, ws, W, bias, residual, out, bf16, false);
         if (r <= 0) return r;
         if (prefill(cb, out, bias, residual, M, N, &beta)) return -1;
-        return cu_gemm_nt(cb, (int)M, N, K, ws, K, W, K, gt, beta, out, N);
+        return cu_gemm_nt(cb, (int)M, N, K, ws, K, W, K, gt, beta, out, false, N);
     }
     if (h16 && rows == M && (bias || residual) && N % 4 == 0 && K % 4 == 0 &&
         cu_aligned(out, 16) && cu_aligned(bias, 16) && cu_aligned(residual, 16) &&
@@ -483,7 +606,7 @@ static int gemm_rows_sliced(cuda_backend *cb, const float *A, int64_t M, int N, 
                   cb->stream, (const float4 *)A, (ushort4 *)ws, n4, (float4 *)out,
                   (const float4 *)bias, (const float4 *)residual, total4, N / 4);
         if (cu_launched(cb, "16-bit conversion + bias/residual")) return -1;
-        return cu_gemm_nt(cb, (int)M, N, K, ws, K, W, K, gt, 1.0f, out, N);
+        return cu_gemm_nt(cb, (int)M, N, K, ws, K, W, K, gt, 1.0f, out, false, N);
     }
     if (prefill(cb, out, bias, residual, M, N, &beta)) return -1;
     if (!h16) {
@@ -491,7 +614,8 @@ static int gemm_rows_sliced(cuda_backend *cb, const float *A, int64_t M, int N, 
         const int64_t step = (int64_t)1 << 30;
         for (int64_t m0 = 0; m0 < M; m0 += step) {
             int mc = (int)(M - m0 < step ? M - m0 : step);
-            if (cu_gemm_nt(cb, mc, N, K, A + m0 * K, K, W, K, CU_GEMM_F32, beta, out + m0 * N, N))
+            if (cu_gemm_nt(cb, mc, N, K, A + m0 * K, K, W, K, CU_GEMM_F32, beta, out + m0 * N,
+                           false, N))
                 return -1;
         }
         return 0;
@@ -501,8 +625,67 @@ static int gemm_rows_sliced(cuda_backend *cb, const float *A, int64_t M, int N, 
     for (int64_t m0 = 0; m0 < M; m0 += rows) {
         int mc = (int)(M - m0 < rows ? M - m0 : rows);
         if (to_h16(cb, A + m0 * K, ws, (size_t)mc * K, bf16)) return -1;
-        if (cu_gemm_nt(cb, mc, N, K, ws, K, W, K, gt, beta, out + m0 * N, N)) return -1;
+        if (cu_gemm_nt(cb, mc, N, K, ws, K, W, K, gt, beta, out + m0 * N, false, N)) return -1;
     }
+    return 0;
+}
+
+/* The float32 stand-in for a GEMM layer with fp16 operands whose GEMM is
+ * not fp16 (TF32/F32 precisions, the VAE's TF32/bf16 weights): widens the
+ * fp16 operands into float32 copies, runs the layer on those, narrows the
+ * output back. Correct, not fast: fp16 activations come from the fp16
+ * precisions, where these GEMMs do not occur. conv NULL: a linear. */
+static int gemm_layer_widened(cuda_backend *cb, const sd_tensor *x, const sd_tensor_info *w,
+                              const sd_tensor_info *b, const sd_conv_params *conv,
+                              const sd_tensor *residual, sd_tensor *out)
+{
+    sd_tensor x32 = *x, o32 = *out, r32 = *out;
+    const sd_tensor *res = residual;
+    x32.type = o32.type = r32.type = SD_ACT_F32;
+    r32.data = NULL;
+    const bool widen_x = cu_is_f16(x), widen_o = cu_is_f16(out);
+    const bool widen_r = residual && residual->data != out->data && cu_is_f16(residual);
+    if (widen_x) x32.data = (float *)cu_malloc(cb, sd_tensor_numel_of(x) * 4);
+    if (widen_o) o32.data = (float *)cu_malloc(cb, sd_tensor_numel_of(out) * 4);
+    if (widen_r) r32.data = (float *)cu_malloc(cb, sd_tensor_numel_of(residual) * 4);
+    int rc = -1;
+    if ((widen_x && !x32.data) || (widen_o && !o32.data) || (widen_r && !r32.data)) {
+        cu_fail(cb, "out of GPU memory for float32 copies of fp16 operands");
+        goto done;
+    }
+    if (widen_x && cu_convert(cb, x->data, true, x32.data, false, sd_tensor_numel_of(x)))
+        goto done;
+    if (residual && residual->data == out->data) {
+        /* in place: the residual is the output's old contents (same type) */
+        if (widen_o && cu_convert(cb, out->data, true, o32.data, false, sd_tensor_numel_of(out)))
+            goto done;
+        res = &o32;
+    } else if (widen_r) {
+        if (cu_convert(cb, residual->data, true, r32.data, false, sd_tensor_numel_of(residual)))
+            goto done;
+        res = &r32;
+    }
+    rc = conv ? cu_conv2d(&cb->head.base, &x32, w, b, conv, res, &o32)
+              : cu_linear(&cb->head.base, &x32, w, b, res, &o32);
+    if (rc == 0 && widen_o)
+        rc = cu_convert(cb, o32.data, false, out->data, true, sd_tensor_numel_of(out));
+done:
+    if (widen_x && x32.data) cu_free(cb, x32.data);
+    if (widen_o && o32.data) cu_free(cb, o32.data);
+    if (widen_r && r32.data) cu_free(cb, r32.data);
+    return rc;
+}
+
+/* The operand checks conv2d and linear share: known types, and a residual
+ * that is the output itself has its type. Sets *any16 when an operand is
+ * fp16. 0 or -1. */
+static int gemm_layer_types(cuda_backend *cb, const char *op, const sd_tensor *x,
+                            const sd_tensor *residual, const sd_tensor *out, bool *any16)
+{
+    if (cu_types_ok(cb, op, x, residual, out, NULL)) return -1;
+    if (residual && residual->data == out->data && residual->type != out->type)
+        return cu_fail(cb, "%s: an in-place residual must have the output's type", op);
+    *any16 = cu_is_f16(x) || cu_is_f16(out) || (residual && cu_is_f16(residual));
     return 0;
 }
 
@@ -511,6 +694,8 @@ int cu_conv2d(sd_backend *be, const sd_tensor *x, const sd_tensor_info *w,
               sd_tensor *out)
 {
     cuda_backend *cb = cu_of(be);
+    bool any16 = false;
+    if (gemm_layer_types(cb, "conv2d", x, residual, out, &any16)) return -1;
     if (!w || w->ndim != 4)
         return cu_fail(cb, "conv2d: weight '%s' is not 4-D", w ? w->name : "(null)");
     int cout = (int)w->shape[0], cin = (int)w->shape[1];
@@ -536,6 +721,7 @@ int cu_conv2d(sd_backend *be, const sd_tensor *x, const sd_tensor_info *w,
 
     /* gt: the GEMM's input type; h16: 16-bit (fp16 or bf16) patches */
     const int gt = cu_weight_gemm_type(cb, w);
+    if (any16 && gt != CU_GEMM_F16) return gemm_layer_widened(cb, x, w, b, p, residual, out);
     const bool h16 = gt != CU_GEMM_F32;
     const int taps = kh * kw, K = taps * cin;
     const int64_t M = (int64_t)x->n * oh * ow;
@@ -545,16 +731,16 @@ int cu_conv2d(sd_backend *be, const sd_tensor *x, const sd_tensor_info *w,
     const float *bias = NULL;
     if (b && !(bias = (const float *)cu_weight_get(cb, b, CU_W_VEC32, cout, "conv2d bias")))
         return -1;
-    const float *res = residual ? residual->data : NULL;
     const bool direct = taps == 1 && p->stride == 1 && p->pad_top == 0 && p->pad_left == 0 &&
                         p->pad_bottom == 0 && p->pad_right == 0;
+    if (direct && any16) return gemm_rows16(cb, x, M, cout, K, W, b, residual, out, "conv2d bias");
+    const float *res = residual ? residual->data : NULL;
     if (direct) return gemm_rows_sliced(cb, x->data, M, cout, K, W, gt, bias, res, out->data);
     if (gt == CU_GEMM_F16 && cb->conv_implicit) {
         /* no patch matrix (conv_igemm.cu); 1 = not applicable: im2col below */
-        const int r = cu_conv2d_implicit(cb, x, W, bias, res, p, kh, kw, out);
+        const int r = cu_conv2d_implicit(cb, x, W, bias, residual, p, kh, kw, out);
         if (r <= 0) return r;
     }
-
 
     im2col_geom g;
     g.H = x->h;
@@ -579,14 +765,38 @@ int cu_conv2d(sd_backend *be, const sd_tensor *x, const sd_tensor_info *w,
      * launch (it is ordered before the GEMM either way) */
     conv_fill fill = { NULL, NULL, NULL, 0, 1 };
     float beta = 0.0f;
+    const bool x16 = cu_is_f16(x);
+    if (any16) {
+        /* fp16 operands (an fp16 GEMM): one slice goes through gemm16_out
+         * (cuBLASLt adds bias and residual); slices share one typed pre-fill */
+        const bool o16 = cu_is_f16(out), r16 = residual && cu_is_f16(residual);
+        const float *bias32;
+        const uint16_t *bias16;
+        if (gemm16_biases(cb, b, cout, o16, &bias32, &bias16, "conv2d bias")) return -1;
+        const void *rv = residual ? residual->data : NULL;
+        if (rows == M) {
+            if (launch_im2col(cb, x->data, x16, col, g, 0, M, gt, fill)) return -1;
+            return gemm16_out(cb, (const uint16_t *)col, (int)M, cout, K, W, bias32, bias16, rv,
+                              r16, out->data, o16);
+        }
+        if (prefill_typed(cb, out->data, o16, bias32, rv, r16, M, cout, &beta)) return -1;
+        for (int64_t m0 = 0; m0 < M; m0 += rows) {
+            int mc = (int)(M - m0 < rows ? M - m0 : rows);
+            if (launch_im2col(cb, x->data, x16, col, g, m0, mc, gt, fill)) return -1;
+            if (cu_gemm_nt(cb, mc, cout, K, col, K, W, K, gt, beta,
+                           (char *)out->data + (size_t)m0 * cout * (o16 ? 2 : 4), o16, cout))
+                return -1;
+        }
+        return 0;
+    }
     if (h16 && rows == M && cb->lt) {
         /* one slice: patches, then cuBLASLt adds bias and residual itself */
-        if (launch_im2col(cb, x->data, col, g, 0, M, gt, fill)) return -1;
+        if (launch_im2col(cb, x->data, false, col, g, 0, M, gt, fill)) return -1;
         int r = lt_gemm(cb, (int)M, cout, K, (const uint16_t *)col, W, bias, res, out->data,
-                        gt == CU_GEMM_BF16);
+                        gt == CU_GEMM_BF16, false);
         if (r <= 0) return r;
         if (prefill(cb, out->data, bias, res, M, cout, &beta)) return -1;
-        return cu_gemm_nt(cb, (int)M, cout, K, col, K, W, K, gt, beta, out->data, cout);
+        return cu_gemm_nt(cb, (int)M, cout, K, col, K, W, K, gt, beta, out->data, false, cout);
     }
     if ((bias || res) && rows == M && cout % 4 == 0 && cu_aligned(out->data, 16) &&
         cu_aligned(bias, 16) && cu_aligned(res, 16)) {
@@ -601,9 +811,10 @@ int cu_conv2d(sd_backend *be, const sd_tensor *x, const sd_tensor_info *w,
     }
     for (int64_t m0 = 0; m0 < M; m0 += rows) {
         int mc = (int)(M - m0 < rows ? M - m0 : rows);
-        if (launch_im2col(cb, x->data, col, g, m0, mc, gt, fill)) return -1;
+        if (launch_im2col(cb, x->data, false, col, g, m0, mc, gt, fill)) return -1;
         fill.total4 = 0;
-        if (cu_gemm_nt(cb, mc, cout, K, col, K, W, K, gt, beta, out->data + m0 * cout, cout))
+        if (cu_gemm_nt(cb, mc, cout, K, col, K, W, K, gt, beta, out->data + m0 * cout, false,
+                       cout))
             return -1;
     }
     return 0;
@@ -613,6 +824,8 @@ int cu_linear(sd_backend *be, const sd_tensor *x, const sd_tensor_info *w,
               const sd_tensor_info *b, const sd_tensor *residual, sd_tensor *out)
 {
     cuda_backend *cb = cu_of(be);
+    bool any16 = false;
+    if (gemm_layer_types(cb, "linear", x, residual, out, &any16)) return -1;
     const int K = x->c, N = out->c;
     const int64_t M = (int64_t)x->n * x->h * x->w;
     if (M != (int64_t)out->n * out->h * out->w)
@@ -624,9 +837,11 @@ int cu_linear(sd_backend *be, const sd_tensor *x, const sd_tensor_info *w,
     if (out->data == x->data)
         return cu_fail(cb, "linear '%s': output must not alias the input", w ? w->name : "(null)");
     const int gt = cu_weight_gemm_type(cb, w);
+    if (any16 && gt != CU_GEMM_F16) return gemm_layer_widened(cb, x, w, b, NULL, residual, out);
     const void *W =
         cu_weight_get(cb, w, cu_gemm_weight_kind(gt, false), (int64_t)N * K, "linear weight");
     if (!W) return -1;
+    if (any16) return gemm_rows16(cb, x, M, N, K, W, b, residual, out, "linear bias");
     const float *bias = NULL;
     if (b && !(bias = (const float *)cu_weight_get(cb, b, CU_W_VEC32, N, "linear bias")))
         return -1;

@@ -29,7 +29,9 @@ enum cu_wkind {
     CU_W_VEC32,         /* float32 vector (bias, norm gamma/beta, positions) */
     CU_W_TABLE,         /* embedding table: fp16 when the file has F16, else float32 */
     CU_W_ROWSBF16,      /* bf16, file order (the VAE's linears and 1x1 convs, AUTO_VAE_BF16) */
-    CU_W_CONVBF16       /* bf16, conv reordered (the VAE's convs, AUTO_VAE_BF16) */
+    CU_W_CONVBF16,      /* bf16, conv reordered (the VAE's convs, AUTO_VAE_BF16) */
+    CU_W_VEC16          /* fp16 vector: the bias of a GEMM with fp16 output
+                           (cuBLASLt's bias epilogue takes the output's type) */
 };
 
 /* The element type of a GEMM's A and W inputs (C is always float32). */
@@ -110,6 +112,8 @@ typedef struct cuda_backend {
     unsigned long long conv_implicit_calls;
     int igemm_force, igemm_force_splits;   /* $SD_CUDA_IGEMM (tuning: a forced
                                               shape); -1 / 0: chosen per shape */
+    /* fp16 activations (API version 5): head.base.inner_type follows it */
+    bool f16_activations;        /* sd_cuda_options.f16_activations */
 } cuda_backend;
 
 static inline cuda_backend *cu_of(sd_backend *be) { return (cuda_backend *)be; }
@@ -165,21 +169,22 @@ int cu_weights_fit(cuda_backend *cb, size_t need);
 
 /* ---- GEMM (gemm.cu) --------------------------------------------------------- */
 /* Row-major C[M,N] (ldc) = A[M,K] (lda) * W[N,K]^T (ldw) + beta * C, float32
- * output and accumulation. A and W are both of type gt (enum cu_gemm_type:
- * fp16, bf16 or float32); float32 inputs use
+ * accumulation; C float32, or fp16 (c16, fp16 GEMMs only). A and W are both
+ * of type gt (enum cu_gemm_type: fp16, bf16 or float32); float32 inputs use
  * TF32 tensor cores unless the backend's precision is F32. */
 int cu_gemm_nt(cuda_backend *cb, int M, int N, int K, const void *A, int lda, const void *W,
-               int ldw, int gt, float beta, float *C, int ldc);
+               int ldw, int gt, float beta, void *C, bool c16, int ldc);
 
 /* ---- implicit-GEMM convolution (conv_igemm.cu) ------------------------------ */
 /* conv2d with fp16 weights w16 ([Cout][kh][kw][Cin], CU_W_CONV16; or
  * CU_W_ROWS16 for 1x1) on tensor cores without a patch matrix; bias and
- * residual (may be out itself) in the epilogue. Shapes already checked by
- * cu_conv2d. Returns 1 when it does not apply (Cin % 8 != 0, sizes past
- * 32-bit indices, the fp16 input copy over the workspace limit): the caller
- * runs im2col; 0 done; -1 error. */
+ * residual (may be out itself) in the epilogue. x, residual and out float32
+ * or fp16 (an fp16 x is read in place, a float32 one copied to fp16).
+ * Shapes already checked by cu_conv2d. Returns 1 when it does not apply
+ * (Cin % 8 != 0, sizes past 32-bit indices, the fp16 input copy over the
+ * workspace limit): the caller runs im2col; 0 done; -1 error. */
 int cu_conv2d_implicit(cuda_backend *cb, const sd_tensor *x, const void *w16, const float *bias,
-                       const float *residual, const sd_conv_params *p, int kh, int kw,
+                       const sd_tensor *residual, const sd_conv_params *p, int kh, int kw,
                        sd_tensor *out);
 /* Reads $SD_CUDA_IGEMM into cb->igemm_force*; called once by api_create. */
 void cu_conv_implicit_init(cuda_backend *cb);
@@ -206,16 +211,35 @@ int cu_upsample_nearest2x(sd_backend *be, const sd_tensor *x, sd_tensor *out);
 int cu_timestep_embedding(sd_backend *be, const float *t_host, sd_tensor *out);
 int cu_embedding(sd_backend *be, const sd_tensor_info *table, const int *ids_host,
                  const sd_tensor_info *pos, sd_tensor *out);
-/* NCHW <-> NHWC on the device (elementwise.cu), for upload/download. */
-int cu_nchw_to_nhwc(cuda_backend *cb, const float *src, float *dst, int n, int c, int hw);
-int cu_nhwc_to_nchw(cuda_backend *cb, const float *src, float *dst, int n, int c, int hw);
+/* NCHW <-> NHWC on the device (elementwise.cu), for upload/download: the
+ * host side is always float32, the tensor side float32 or fp16 (f16). */
+int cu_nchw_to_nhwc(cuda_backend *cb, const float *src, void *dst, bool dst_f16, int n, int c,
+                    int hw);
+int cu_nhwc_to_nchw(cuda_backend *cb, const void *src, bool src_f16, float *dst, int n, int c,
+                    int hw);
 /* out[i] = v (fp32 -> fp16 bits) for n elements (gemm.cu). */
 int cu_to_f16(cuda_backend *cb, const float *src, uint16_t *dst, size_t n);
+/* dst[i] = src[i] for n elements, each side float32 or fp16 bits (gemm.cu);
+ * src == dst is fine only when both types are the same. */
+int cu_convert(cuda_backend *cb, const void *src, bool src_f16, void *dst, bool dst_f16,
+               size_t n);
 
 static inline bool cu_same_shape(const sd_tensor *a, const sd_tensor *b)
 {
     return a->n == b->n && a->h == b->h && a->w == b->w && a->c == b->c;
 }
+
+/* ---- activation element types (ops.h sd_act_type) --------------------------
+ * Every op takes float32 and fp16 operands in any mix: kernels read with
+ * cu_ld and write with cu_st (or templates on the types), math in float32. */
+static inline bool cu_is_f16(const sd_tensor *t) { return t->type == SD_ACT_F16; }
+/* 0 when each of the (up to 4, NULL = none) tensors has a known type, else
+ * -1 with "<op>: unknown activation type N". */
+int cu_types_ok(cuda_backend *cb, const char *op, const sd_tensor *a, const sd_tensor *b,
+                const sd_tensor *c, const sd_tensor *d);
+/* The backend's inner type from its precision and f16_activations switch
+ * (backend.cu): fp16 when the switch is on and GEMMs run in fp16. */
+void cu_update_inner_type(cuda_backend *cb);
 
 /* ---- device helpers ------------------------------------------------------- */
 #define CU_FULL_MASK 0xffffffffu
@@ -248,6 +272,19 @@ __device__ static inline float cu_h2f(uint16_t h)
 #else
     return __half2float(__ushort_as_half(h));
 #endif
+}
+
+/* Element i of an activation buffer: float32, or fp16 bits when f16. The
+ * branch is uniform over a launch, so it costs next to nothing. */
+__device__ static inline float cu_ld(const void *p, bool f16, int64_t i)
+{
+    return f16 ? cu_h2f(((const uint16_t *)p)[i]) : ((const float *)p)[i];
+}
+
+__device__ static inline void cu_st(void *p, bool f16, int64_t i, float v)
+{
+    if (f16) ((uint16_t *)p)[i] = cu_f2h(v);
+    else ((float *)p)[i] = v;
 }
 
 __device__ static inline float cu_warp_sum(float v)

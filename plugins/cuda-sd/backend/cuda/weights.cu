@@ -222,7 +222,7 @@ const void *cu_weight_get(cuda_backend *cb, const sd_tensor_info *t, int kind,
         cb->wgen++;
     }
 
-    const int out_type = kind == CU_W_ROWS16 || kind == CU_W_CONV16 ||
+    const int out_type = kind == CU_W_ROWS16 || kind == CU_W_CONV16 || kind == CU_W_VEC16 ||
                                  (kind == CU_W_TABLE && dtype == SRC_F16)
                              ? OUT_F16
                          : kind == CU_W_ROWSBF16 || kind == CU_W_CONVBF16 ? OUT_BF16

@@ -16,14 +16,23 @@
  *    the implicit-GEMM convolutions (sd_backend_cuda_set_conv_implicit,
  *    conv_igemm.cu) instead of im2col + cuBLAS: eager and graph steps/s,
  *    convolutions it ran, its output against the im2col one (exit status 1
- *    beyond 1e-2) and, with --profile, its per-op profile.
+ *    beyond 1e-2) and, with --profile, its per-op profile. Then, in a table
+ *    of its own, the same with fp16 activations (cuda_f16_activations,
+ *    sd_backend_cuda_set_f16_activations: the UNet's intermediates in fp16,
+ *    its cross-attention K/V recomputed in fp16), alone and with the
+ *    implicit-GEMM convolutions (which then read the fp16 input in place):
+ *    first pass, eager and graph steps/s, graph counts, the activation
+ *    peak of its own passes against the float32 one, its eager and graph
+ *    outputs against the float32-activation im2col output (exit status 1
+ *    beyond 1e-2) and, with --profile, the per-op profiles of both.
  * 1b. Each 3x3 conv shape of that UNet (--no-conv-sweep: skipped): im2col
  *    + cuBLAS against the implicit-GEMM kernel with its own choice of
  *    block shape and K splits and with each shape forced (SD_CUDA_IGEMM):
  *    us a conv and TFLOP/s, to tune ig_pick on the GPU at hand.
  * 2. Agreement with the CPU backend (the numerical reference) on the same
- *    random SD1.5 weights at --compare-size: UNet (AUTO and F32
- *    precision), VAE decode and the text encoder; the relative error
+ *    random SD1.5 weights at --compare-size: UNet (AUTO, AUTO with fp16
+ *    activations, F32 precision), VAE decode and the text encoder; the
+ *    relative error
  *    max|cuda - cpu| / max|cpu| must stay under a bound per precision
  *    (exit status 1 otherwise).
  * 3. Whole image: engine/pipeline.h txt2img on the CUDA backend (text
@@ -33,7 +42,10 @@
  *    peak of each phase (text encoder, steps, VAE; sd_pipeline_memory) and
  *    a summary table comparing them; also with the implicit-GEMM
  *    convolutions (cuda_conv_implicit: no im2col scratch), without and with
- *    graphs.
+ *    graphs, and with fp16 activations (cuda_f16_activations) alone, with
+ *    graphs, with the implicit-GEMM convolutions (with and without graphs)
+ *    and with sequential offload; then each fp16-activation configuration
+ *    beside its float32 twin (steps-phase and whole-image peaks, per step).
  * 4. Model swap (engine/model_cache.h): the checkpoint opened in a model
  *    cache (its tensors page-locked in host RAM), a small image made once
  *    so every weight txt2img uses is on the GPU, then its device copies
@@ -48,7 +60,8 @@
  *    arithmetic): the exact peak of the backend's own device memory per
  *    phase and what is live at it (SD_EMU_MEMTRACE), for each memory
  *    option without CUDA graphs (the emulation never reuses graph memory
- *    inside a graph, a GPU does). The CUDA context and cuBLAS's own memory
+ *    inside a graph, a GPU does), and the fp16-activation configurations
+ *    beside their float32 twins. The CUDA context and cuBLAS's own memory
  *    are not in it.
  * Results are printed as Markdown for docs/BENCHMARKS.md. --profile adds a
  * per-op breakdown of one UNet pass (each op synchronised, so it shows
@@ -139,7 +152,7 @@ static void die(const char *what, const char *err)
 static sd_backend *make_cuda(sd_cuda_precision prec)
 {
     char err[512];
-    sd_cuda_options o = { 0, prec, 0, NULL, 0, false, false };
+    sd_cuda_options o = { 0, prec, 0, NULL, 0, false, false, false };
     sd_backend *be = sd_backend_cuda_create(&o, err, sizeof err);
     if (!be) die("CUDA backend", err);
     return be;
@@ -283,12 +296,19 @@ static void timed_passes(sd_unet *u, const float *x, const float *t, const float
 
 /* The CFG step with the implicit-GEMM convolutions (cuda_conv_implicit,
  * conv_igemm.cu) instead of im2col + cuBLAS, eager and as CUDA graphs, its
- * UNet output against the im2col one (`ref`), and its per-op profile.
- * Returns 1 when the outputs disagree beyond 1e-2, else 0. */
+ * UNet output against the im2col one (`ref`), and its per-op profile. The
+ * pool is trimmed and the peaks restart first, so its memory line is its
+ * own; *eager_mean and
+ * *eager_peak (activations + scratch) get its eager figures (0 when it
+ * could not be turned on). Returns 1 when the outputs disagree beyond 1e-2,
+ * else 0. */
 static int implicit_conv_rows(const opts *o, sd_backend *be, sd_unet *u, const float *x,
                               const float *t, const float *ctx, int L, int B, int lat,
-                              const float *ref, size_t nx, double im2col_mean)
+                              const float *ref, size_t nx, double im2col_mean,
+                              double *eager_mean, size_t *eager_peak)
 {
+    *eager_mean = 0;
+    *eager_peak = 0;
     char err[512];
     if (sd_backend_cuda_set_conv_implicit(be, true) != 0) {
         printf("| implicit-GEMM convolutions | could not be turned on: %s |\n",
@@ -297,8 +317,11 @@ static int implicit_conv_rows(const opts *o, sd_backend *be, sd_unet *u, const f
     }
     float *iout = malloc(nx * sizeof *iout);
     if (!iout) die("bench", "out of memory");
-    sd_cuda_memory m0, m1;
-    sd_backend_cuda_memory(be, &m0, false);
+    sd_cuda_memory m0, m1, me;
+    /* the im2col passes' scratch goes back first, then the peaks restart:
+     * its own memory line */
+    sd_backend_cuda_trim(be);
+    sd_backend_cuda_memory(be, &m0, true);
     double t0 = now();
     if (sd_unet_forward(u, x, t, ctx, L, B, lat, lat, iout, err, sizeof err))
         die("UNet (implicit convolutions)", err);
@@ -307,6 +330,9 @@ static int implicit_conv_rows(const opts *o, sd_backend *be, sd_unet *u, const f
     double mean, best;
     timed_passes(u, x, t, ctx, L, B, lat, iout, o->runs, &mean, &best,
                  "UNet (implicit convolutions)");
+    sd_backend_cuda_memory(be, &me, false);
+    *eager_mean = mean;
+    *eager_peak = me.activations_peak;
     const double d = rel_err(iout, ref, nx);
     const int failed = !(d <= 1e-2);
     printf("| implicit-GEMM convolutions (cuda_conv_implicit): convolutions of one pass run by "
@@ -343,8 +369,155 @@ static int implicit_conv_rows(const opts *o, sd_backend *be, sd_unet *u, const f
     return failed;
 }
 
-/* Returns 1 when the graph pass or the implicit-GEMM convolutions disagree
- * with the eager im2col one, else 0. */
+/* fp16 activations round every op's output and the residual stream to fp16
+ * (11 significant bits); on the random-weight SD1.5 UNet the output should
+ * stay within 1e-2 of the float32-activation one, relative to its max (the
+ * emulation at 64x64: 2.3e-3, 2.6e-3 with the implicit-GEMM convolutions). */
+static const double f16_activation_bound = 1e-2;
+
+/* What the float32-activation passes measured, for the fp16 rows to compare
+ * against (eager im2col; eager implicit-GEMM, 0 when it was not run). */
+typedef struct f32_figures {
+    double im2col_mean, implicit_mean;
+    size_t im2col_peak, implicit_peak;   /* activations + scratch, peak */
+} f32_figures;
+
+/* The CFG step with the backend's current settings (`what`: the rows'
+ * label): first pass, eager passes, their memory (pool trimmed and peaks
+ * restarted first, so the line is this setting's own), then the same as CUDA graphs; the
+ * eager and the graph outputs against `ref` (the float32-activation im2col
+ * output) at f16_activation_bound; f32_what, f32_mean and f32_peak: the
+ * float32-activation setting its time and memory are compared with.
+ * eager_out gets the eager output. Returns 1 when either disagrees beyond
+ * the bound, else 0. */
+static int setting_rows(const opts *o, sd_backend *be, sd_unet *u, const float *x,
+                        const float *t, const float *ctx, int L, int B, int lat,
+                        const float *ref, size_t nx, const char *what, const char *f32_what,
+                        double f32_mean, size_t f32_peak, float *eager_out)
+{
+    char err[512];
+    sd_cuda_memory m0, m1;
+    /* the earlier settings' scratch goes back first, then the peaks
+     * restart: this setting's own memory line */
+    sd_backend_cuda_trim(be);
+    sd_backend_cuda_memory(be, &m0, true);
+    double t0 = now();
+    if (sd_unet_forward(u, x, t, ctx, L, B, lat, lat, eager_out, err, sizeof err)) die(what, err);
+    const double first = now() - t0;
+    double mean, best;
+    timed_passes(u, x, t, ctx, L, B, lat, eager_out, o->runs, &mean, &best, what);
+    sd_backend_cuda_memory(be, &m1, false);
+    const double d = rel_err(eager_out, ref, nx);
+    int failed = !(d <= f16_activation_bound);
+    printf("| %s: first pass | %.2f ms |\n", what, first * 1e3);
+    printf("| %s: convolutions of one pass run by the implicit-GEMM kernel | %llu |\n", what,
+           (m1.conv_implicit_calls - m0.conv_implicit_calls) / (unsigned long long)(o->runs + 1));
+    printf("| CFG step, %s, eager, mean of %d | %.2f ms (best %.2f; %s %.2f) |\n", what,
+           o->runs, mean * 1e3, best * 1e3, f32_what, f32_mean * 1e3);
+    printf("| **sampler steps/s (CFG), %s, eager** | **%.1f** |\n", what, 1.0 / mean);
+    printf("| %s vs float32 activations (im2col) UNet output, max abs diff / max abs | %.2e "
+           "(bound %.0e) %s |\n", what, d, f16_activation_bound, failed ? "**FAIL**" : "ok");
+    mem_line(what, be);
+    printf("| %s: activations + scratch, peak of the eager passes vs %s | %.0f MB vs %.0f MB "
+           "|\n", what, f32_what, m1.activations_peak / 1048576.0, f32_peak / 1048576.0);
+    if (sd_backend_cuda_set_graphs(be, true) != 0) {
+        printf("| %s: CUDA graphs | could not be turned on: %s |\n", what, sd_backend_error(be));
+        return failed;
+    }
+    float *gout = malloc(nx * sizeof *gout);
+    if (!gout) die("bench", "out of memory");
+    sd_cuda_memory g0, g1;
+    sd_backend_cuda_memory(be, &g0, false);
+    t0 = now();
+    if (sd_unet_forward(u, x, t, ctx, L, B, lat, lat, gout, err, sizeof err)) die(what, err);
+    const double capture = now() - t0;
+    double gmean, gbest;
+    timed_passes(u, x, t, ctx, L, B, lat, gout, o->runs, &gmean, &gbest, what);
+    sd_backend_cuda_memory(be, &g1, false);
+    const double dg = rel_err(gout, ref, nx);
+    const int gfailed = !(dg <= f16_activation_bound);
+    printf("| %s: first pass with CUDA graphs (capture + instantiate + launch) | %.2f ms |\n",
+           what, capture * 1e3);
+    printf("| CFG step, %s + CUDA graphs, mean of %d | %.2f ms (best %.2f) |\n", what, o->runs,
+           gmean * 1e3, gbest * 1e3);
+    printf("| **sampler steps/s (CFG), %s + CUDA graphs** | **%.1f** |\n", what, 1.0 / gmean);
+    printf("| %s + graphs: passes captured / launched as a graph / run eagerly | %llu / %llu / "
+           "%llu |\n", what, g1.graph_captures - g0.graph_captures,
+           g1.graph_launches - g0.graph_launches, g1.graph_eager - g0.graph_eager);
+    printf("| %s + graphs vs float32 activations (im2col, eager) UNet output, max abs diff / "
+           "max abs | %.2e (bound %.0e) %s |\n", what, dg, f16_activation_bound,
+           gfailed ? "**FAIL**" : "ok");
+    printf("| %s: graphs vs eager output, max abs diff / max abs | %.2e |\n", what,
+           rel_err(gout, eager_out, nx));
+    sd_backend_cuda_set_graphs(be, false);
+    free(gout);
+    return failed | gfailed;
+}
+
+/* The CFG step with fp16 activations (cuda_f16_activations,
+ * sd_backend_cuda_set_f16_activations), alone and with the implicit-GEMM
+ * convolutions (which then read the fp16 input in place, without an fp16
+ * copy), eager and as CUDA graphs, against the float32-activation output
+ * `ref`; then, with --profile, the per-op profile of both. Leaves the
+ * backend as it found it (float32 activations, im2col, the UNet's K/V
+ * cache refilled in float32). Returns 1 when an output disagrees beyond
+ * f16_activation_bound, else 0. */
+static int f16_activation_rows(const opts *o, sd_backend *be, sd_unet *u, const float *x,
+                               const float *t, const float *ctx, int L, int B, int lat,
+                               const float *ref, size_t nx, const f32_figures *f32)
+{
+    char err[512];
+    printf("\n### UNet, %dx%d, batch 2 (one CFG step), AUTO precision, fp16 activations "
+           "(cuda_f16_activations)\n\n", o->size, o->size);
+    printf("| quantity | value |\n|---|---|\n");
+    if (sd_backend_cuda_set_f16_activations(be, true) != 0) {
+        printf("| fp16 activations | could not be turned on: %s |\n", sd_backend_error(be));
+        return 0;
+    }
+    /* the cached cross-attention K/V are float32 tensors of the earlier
+     * passes: made again, they are fp16 like the other intermediates (the
+     * first pass below includes that) */
+    sd_unet_kv_cache_clear(u);
+    float *fout = malloc(nx * sizeof *fout), *cout = malloc(nx * sizeof *cout);
+    if (!fout || !cout) die("bench", "out of memory");
+    int failed = setting_rows(o, be, u, x, t, ctx, L, B, lat, ref, nx, "fp16 activations",
+                              "float32 activations", f32->im2col_mean, f32->im2col_peak, fout);
+    const bool implicit = sd_backend_cuda_set_conv_implicit(be, true) == 0;
+    if (!implicit) {
+        printf("| fp16 activations + implicit-GEMM convolutions | could not be turned on: %s |\n",
+               sd_backend_error(be));
+    } else {
+        const char *both = "fp16 activations + implicit-GEMM convolutions";
+        const bool f32_implicit = f32->implicit_mean > 0;
+        failed |= setting_rows(o, be, u, x, t, ctx, L, B, lat, ref, nx, both,
+                               f32_implicit ? "float32 activations + implicit-GEMM convolutions"
+                                            : "float32 activations (im2col)",
+                               f32_implicit ? f32->implicit_mean : f32->im2col_mean,
+                               f32_implicit ? f32->implicit_peak : f32->im2col_peak, cout);
+        printf("| %s vs fp16 activations with im2col, UNet output, max abs diff / max abs | "
+               "%.2e |\n", both, rel_err(cout, fout, nx));
+        sd_backend_cuda_set_conv_implicit(be, false);
+    }
+    if (o->profile) {
+        profile_pass(be, u, x, t, ctx, L, B, lat, fout, " with fp16 activations");
+        if (implicit && sd_backend_cuda_set_conv_implicit(be, true) == 0) {
+            profile_pass(be, u, x, t, ctx, L, B, lat, cout,
+                         " with fp16 activations + implicit-GEMM convolutions");
+            sd_backend_cuda_set_conv_implicit(be, false);
+        }
+    }
+    sd_backend_cuda_set_f16_activations(be, false);
+    /* the K/V back in float32, so later passes are the same as before */
+    sd_unet_kv_cache_clear(u);
+    if (sd_unet_forward(u, x, t, ctx, L, B, lat, lat, fout, err, sizeof err))
+        die("UNet (float32 activations again)", err);
+    free(fout);
+    free(cout);
+    return failed;
+}
+
+/* Returns 1 when the graph pass, the implicit-GEMM convolutions or the fp16
+ * activations disagree with the eager im2col one, else 0. */
 static int unet_phase(const opts *o)
 {
     char err[512];
@@ -385,6 +558,11 @@ static int unet_phase(const opts *o)
     if (o->size == 512)         /* spec/sd-engine.md 1.4: 803 GFLOP per image at 512x512 */
         printf("| achieved (2 x 803 GFLOP per pass) | %.0f TFLOP/s |\n", 2 * 803e9 / mean / 1e12);
     mem_line("UNet", be);
+    f32_figures f32 = { mean, 0, 0, 0 };
+    {
+        sd_cuda_memory em;
+        if (sd_backend_cuda_memory(be, &em, false) == 0) f32.im2col_peak = em.activations_peak;
+    }
 
     /* the same passes as CUDA graphs (opt-in cuda_graphs): the first one
      * captures, the rest replay; the output must agree with the eager one */
@@ -427,7 +605,9 @@ static int unet_phase(const opts *o)
         sd_backend_cuda_set_graphs(be, false);
         free(gout);
     }
-    graph_failed |= implicit_conv_rows(o, be, u, x, t, ctx, L, B, lat, out, nx, mean);
+    graph_failed |= implicit_conv_rows(o, be, u, x, t, ctx, L, B, lat, out, nx, mean,
+                                       &f32.implicit_mean, &f32.implicit_peak);
+    graph_failed |= f16_activation_rows(o, be, u, x, t, ctx, L, B, lat, out, nx, &f32);
     if (o->profile) profile_pass(be, u, x, t, ctx, L, B, lat, out, "");
     free(x);
     free(ctx);
@@ -627,6 +807,18 @@ static int compare_phase(const opts *o)
                      o->compare_size, pname[p]);
             failed += !check(what, rel_err(out, ref, nx), unet_bound[p]);
         }
+        /* AUTO with fp16 activations (opt-in), at AUTO's bound */
+        if (sd_backend_cuda_set_f16_activations(gpu[0], true) == 0) {
+            if (sd_unet_create(f, &fam, gpu[0], &u, err, sizeof err) ||
+                sd_unet_forward(u, x, t, ctx, L, B, lat, lat, out, err, sizeof err))
+                die("CUDA UNet (fp16 activations)", err);
+            sd_unet_destroy(u);
+            sd_backend_cuda_set_f16_activations(gpu[0], false);
+            char what[128];
+            snprintf(what, sizeof what, "UNet %dx%d batch 2, AUTO + fp16 activations",
+                     o->compare_size, o->compare_size);
+            failed += !check(what, rel_err(out, ref, nx), unet_bound[0]);
+        }
         fprintf(stderr, "  (CPU UNet pass at %dx%d: %.1f s)\n", o->compare_size, o->compare_size,
                 cpu_s);
         free(x);
@@ -725,6 +917,7 @@ typedef struct image_config {
     bool graphs;                 /* cuda_graphs */
     bool conv_implicit;          /* cuda_conv_implicit */
     bool vae_bf16;               /* the backend in SD_CUDA_PREC_AUTO_VAE_BF16 (opt-in) */
+    bool f16_activations;        /* cuda_f16_activations */
 } image_config;
 
 typedef struct image_result {
@@ -747,6 +940,7 @@ static image_result image_phase(const opts *o, const image_config *cfg)
     po.offload = cfg->offload;
     po.cuda_graphs = cfg->graphs;
     po.cuda_conv_implicit = cfg->conv_implicit;
+    po.cuda_f16_activations = cfg->f16_activations;
     po.phase_memory = true;
     if (cfg->vae_tile > 0) {
         po.vae_tile = cfg->vae_tile;
@@ -834,33 +1028,89 @@ static image_result image_phase(const opts *o, const image_config *cfg)
     return res;
 }
 
+static size_t image_peak(const sd_pipeline_memory *m)
+{
+    size_t peak = m->text_peak > m->steps_peak ? m->text_peak : m->steps_peak;
+    return m->vae_peak > peak ? m->vae_peak : peak;
+}
+
+/* Each configuration with fp16 activations next to the same one without
+ * (every other option equal): the steps phase is the UNet's, the only
+ * network whose intermediates fp16 activations change. With --memory-plan
+ * only the memory, and no graph configurations (not run). */
+static void f16_activation_pairs(const opts *o, const image_config *cfgs,
+                                 const image_result *r, int n)
+{
+    printf("\n### Whole image %dx%d: fp16 activations (cuda_f16_activations) vs float32 "
+           "activations%s\n\n", o->size, o->size,
+           o->memory_plan ? ", backend's own allocations (emulated dry run)" : "");
+    if (o->memory_plan)
+        printf("| configuration (+ fp16 activations) | steps peak, fp16 / float32 | difference "
+               "| whole-image peak, fp16 / float32 |\n|---|---|---|---|\n");
+    else
+        printf("| configuration (+ fp16 activations) | steps peak, fp16 / float32 | difference "
+               "| whole-image peak, fp16 / float32 | per step, fp16 / float32 |\n"
+               "|---|---|---|---|---|\n");
+    for (int i = 0; i < n; i++) {
+        const image_config *c = &cfgs[i];
+        if (!c->f16_activations || (o->memory_plan && c->graphs)) continue;
+        int j = 0;
+        while (j < n && (cfgs[j].f16_activations || cfgs[j].keep_pool != c->keep_pool ||
+                         cfgs[j].offload != c->offload || cfgs[j].vae_tile != c->vae_tile ||
+                         cfgs[j].graphs != c->graphs || cfgs[j].conv_implicit != c->conv_implicit ||
+                         cfgs[j].vae_bf16 != c->vae_bf16))
+            j++;
+        if (j == n) continue;    /* no float32 twin in the list */
+        const sd_pipeline_memory *h = &r[i].mem, *f = &r[j].mem;
+        printf("| %s | %.0f / %.0f MB | %+.0f MB | %.0f / %.0f MB |", c->label,
+               h->steps_peak / 1048576.0, f->steps_peak / 1048576.0,
+               ((double)h->steps_peak - (double)f->steps_peak) / 1048576.0,
+               image_peak(h) / 1048576.0, image_peak(f) / 1048576.0);
+        if (!o->memory_plan) printf(" %.2f / %.2f ms |", r[i].per_step_ms, r[j].per_step_ms);
+        printf("\n");
+    }
+}
+
 /* The memory options side by side: where the whole-image peak comes from
  * and what lowering it costs. */
 static void image_phases(const opts *o)
 {
+    /* label, keep_pool, offload, vae_tile, graphs, conv_implicit, vae_bf16, f16_activations */
     static const image_config cfgs[] = {
         { "pool trimmed before the VAE and after the image (default)", false, SD_OFFLOAD_NONE, 0,
-          false, false, false },
-        { "activation pool kept (keep_pool)", true, SD_OFFLOAD_NONE, 0, false, false, false },
-        { "offload = encoders (text encoder and VAE weights dropped after use)", false,
-          SD_OFFLOAD_ENCODERS, 0, false, false, false },
-        { "offload = encoders, VAE in 256 px tiles (vae_tile 32)", false, SD_OFFLOAD_ENCODERS,
-          32, false, false, false },
-        { "offload = sequential (one network's weights on the device at a time)", false,
-          SD_OFFLOAD_SEQUENTIAL, 0, false, false, false },
-        { "default + CUDA graphs of the UNet step (cuda_graphs)", false, SD_OFFLOAD_NONE, 0, true,
-          false, false },
-        { "offload = sequential + CUDA graphs", false, SD_OFFLOAD_SEQUENTIAL, 0, true, false,
+          false, false, false, false },
+        { "activation pool kept (keep_pool)", true, SD_OFFLOAD_NONE, 0, false, false, false,
           false },
+        { "offload = encoders (text encoder and VAE weights dropped after use)", false,
+          SD_OFFLOAD_ENCODERS, 0, false, false, false, false },
+        { "offload = encoders, VAE in 256 px tiles (vae_tile 32)", false, SD_OFFLOAD_ENCODERS,
+          32, false, false, false, false },
+        { "offload = sequential (one network's weights on the device at a time)", false,
+          SD_OFFLOAD_SEQUENTIAL, 0, false, false, false, false },
+        { "default + CUDA graphs of the UNet step (cuda_graphs)", false, SD_OFFLOAD_NONE, 0, true,
+          false, false, false },
+        { "offload = sequential + CUDA graphs", false, SD_OFFLOAD_SEQUENTIAL, 0, true, false,
+          false, false },
         { "default + implicit-GEMM convolutions (cuda_conv_implicit)", false, SD_OFFLOAD_NONE, 0,
-          false, true, false },
+          false, true, false, false },
         { "default + CUDA graphs + implicit-GEMM convolutions", false, SD_OFFLOAD_NONE, 0, true,
-          true, false },
+          true, false, false },
         { "default + VAE in bf16 (SD_CUDA_PREC_AUTO_VAE_BF16)", false, SD_OFFLOAD_NONE, 0,
-          false, false, true },
-        { "offload = encoders + VAE in bf16", false, SD_OFFLOAD_ENCODERS, 0, false, false, true },
+          false, false, true, false },
+        { "offload = encoders + VAE in bf16", false, SD_OFFLOAD_ENCODERS, 0, false, false, true,
+          false },
         { "offload = sequential + VAE in bf16", false, SD_OFFLOAD_SEQUENTIAL, 0, false, false,
-          true },
+          true, false },
+        { "default + fp16 activations (cuda_f16_activations)", false, SD_OFFLOAD_NONE, 0, false,
+          false, false, true },
+        { "default + CUDA graphs + fp16 activations", false, SD_OFFLOAD_NONE, 0, true, false,
+          false, true },
+        { "default + implicit-GEMM convolutions + fp16 activations", false, SD_OFFLOAD_NONE, 0,
+          false, true, false, true },
+        { "default + CUDA graphs + implicit-GEMM convolutions + fp16 activations", false,
+          SD_OFFLOAD_NONE, 0, true, true, false, true },
+        { "offload = sequential + fp16 activations", false, SD_OFFLOAD_SEQUENTIAL, 0, false,
+          false, false, true },
     };
     enum { N = sizeof cfgs / sizeof cfgs[0] };
     image_result r[N];
@@ -890,6 +1140,7 @@ static void image_phases(const opts *o)
                    m->steps_peak / 1048576.0, m->vae_peak / 1048576.0, m->after / 1048576.0,
                    m->dropped / 1048576.0);
         }
+        f16_activation_pairs(o, cfgs, r, N);
         return;
     }
     printf("\n### Whole image %dx%d: memory options compared (target: peak < 3072 MB, image < 0.3 s)\n\n",
@@ -907,6 +1158,7 @@ static void image_phases(const opts *o)
                m->text_peak / 1048576.0, m->steps_peak / 1048576.0, m->vae_peak / 1048576.0,
                m->after / 1048576.0, m->dropped / 1048576.0);
     }
+    f16_activation_pairs(o, cfgs, r, N);
 }
 
 /* ---- 4. model swap ---------------------------------------------------------- */

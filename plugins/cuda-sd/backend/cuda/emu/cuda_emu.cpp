@@ -890,12 +890,22 @@ static inline float elem(const void *base, cudaDataType_t t, size_t i, bool tf32
     return tf32 ? to_tf32(f) : f;
 }
 
+/* C = alpha op(A) op(B) + beta C (+ bias[i] per row of the column-major C),
+ * float32 accumulation, one rounding into C's type (float32, fp16 or bf16)
+ * at the end, as cuBLAS(Lt) does; C may be the source of the beta term
+ * (src_c, NULL = C itself). */
 static cublasStatus_t gemm_one(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
                                float alpha, const void *A, cudaDataType_t at, int lda,
-                               const void *B, cudaDataType_t bt, int ldb, float beta, float *C,
-                               int ldc, bool tf32)
+                               const void *B, cudaDataType_t bt, int ldb, float beta, void *C,
+                               cudaDataType_t ct, int ldc, bool tf32, const void *src_c = NULL,
+                               int ld_src = 0, const void *bias = NULL,
+                               cudaDataType_t bias_type = CUDA_R_32F)
 {
     if (dry_run) return CUBLAS_STATUS_SUCCESS;   /* shapes checked by the caller */
+    if (!src_c) {
+        src_c = C;
+        ld_src = ldc;
+    }
     for (int j = 0; j < n; j++)
         for (int i = 0; i < m; i++) {
             float acc = 0.0f;
@@ -904,8 +914,13 @@ static cublasStatus_t gemm_one(cublasOperation_t ta, cublasOperation_t tb, int m
                 size_t bi = tb == CUBLAS_OP_N ? (size_t)l + (size_t)j * ldb : (size_t)j + (size_t)l * ldb;
                 acc += elem(A, at, ai, tf32) * elem(B, bt, bi, tf32);
             }
-            float *c = &C[(size_t)i + (size_t)j * ldc];
-            *c = beta == 0.0f ? alpha * acc : alpha * acc + beta * *c;
+            size_t ci = (size_t)i + (size_t)j * ldc;
+            float v = alpha * acc;
+            if (beta != 0.0f) v += beta * elem(src_c, ct, (size_t)i + (size_t)j * ld_src, false);
+            if (bias) v += elem(bias, bias_type, (size_t)i, false);
+            if (ct == CUDA_R_16F) ((uint16_t *)C)[ci] = sd_f32_to_f16(v);
+            else if (ct == CUDA_R_16BF) ((uint16_t *)C)[ci] = sd_f32_to_bf16(v);
+            else ((float *)C)[ci] = v;
         }
     return CUBLAS_STATUS_SUCCESS;
 }
@@ -923,7 +938,8 @@ static cublasStatus_t check_gemm(cublasOperation_t ta, cublasOperation_t tb, int
                 who, m, n, k, lda, ldb, ldc, ta, tb);
         return CUBLAS_STATUS_INVALID_VALUE;
     }
-    if (at != bt || ct != CUDA_R_32F ||
+    /* C in float32, or in the inputs' 16-bit type (fp16 out of fp16 GEMMs) */
+    if (at != bt || (ct != CUDA_R_32F && ct != at) ||
         (at == CUDA_R_32F && compute != CUBLAS_COMPUTE_32F && compute != CUBLAS_COMPUTE_32F_FAST_TF32) ||
         (at != CUDA_R_32F && compute != CUBLAS_COMPUTE_32F)) {
         fprintf(stderr, "cuda emulator: %s: unsupported type combination\n", who);
@@ -951,7 +967,7 @@ cublasStatus_t cublasGemmEx(cublasHandle_t h, cublasOperation_t ta, cublasOperat
             return CUBLAS_STATUS_SUCCESS;
     }
     return gemm_one(ta, tb, m, n, k, *(const float *)alpha, A, at, lda, B, bt, ldb,
-                    *(const float *)beta, (float *)C, ldc, compute == CUBLAS_COMPUTE_32F_FAST_TF32);
+                    *(const float *)beta, C, ct, ldc, compute == CUBLAS_COMPUTE_32F_FAST_TF32);
 }
 
 cublasStatus_t cublasGemmStridedBatchedEx(cublasHandle_t h, cublasOperation_t ta,
@@ -976,12 +992,14 @@ cublasStatus_t cublasGemmStridedBatchedEx(cublasHandle_t h, cublasOperation_t ta
             }))
             return CUBLAS_STATUS_SUCCESS;
     }
-    size_t ea = at == CUDA_R_32F ? 4 : 2, eb = bt == CUDA_R_32F ? 4 : 2;
+    size_t ea = at == CUDA_R_32F ? 4 : 2, eb = bt == CUDA_R_32F ? 4 : 2,
+           ec = ct == CUDA_R_32F ? 4 : 2;
     for (int i = 0; i < batch; i++) {
         st = gemm_one(ta, tb, m, n, k, *(const float *)alpha,
                       (const char *)A + (size_t)(sa * i) * ea, at, lda,
                       (const char *)B + (size_t)(sb * i) * eb, bt, ldb, *(const float *)beta,
-                      (float *)C + (size_t)(sc * i), ldc, compute == CUBLAS_COMPUTE_32F_FAST_TF32);
+                      (char *)C + (size_t)(sc * i) * ec, ct, ldc,
+                      compute == CUBLAS_COMPUTE_32F_FAST_TF32);
         if (st != CUBLAS_STATUS_SUCCESS) return st;
     }
     return CUBLAS_STATUS_SUCCESS;
@@ -995,8 +1013,8 @@ struct sd_emu_lt_matmul_desc {
     cublasComputeType_t compute;
     cublasOperation_t ta, tb;
     cublasLtEpilogue_t epilogue;
-    const float *bias;
-    cudaDataType_t bias_type;
+    const void *bias;
+    int bias_type;                     /* a cudaDataType_t; -1 (the default): D's */
 };
 struct sd_emu_lt_layout {
     cudaDataType_t type;
@@ -1022,7 +1040,7 @@ cublasStatus_t cublasLtMatmulDescCreate(cublasLtMatmulDesc_t *d, cublasComputeTy
 {
     if (scale != CUDA_R_32F) return CUBLAS_STATUS_NOT_SUPPORTED;
     *d = new sd_emu_lt_matmul_desc{ compute, CUBLAS_OP_N, CUBLAS_OP_N, CUBLASLT_EPILOGUE_DEFAULT,
-                                    NULL, CUDA_R_32F };
+                                    NULL, -1 };
     return CUBLAS_STATUS_SUCCESS;
 }
 cublasStatus_t cublasLtMatmulDescDestroy(cublasLtMatmulDesc_t d)
@@ -1049,7 +1067,7 @@ cublasStatus_t cublasLtMatmulDescSetAttribute(cublasLtMatmulDesc_t d,
         if (size != sizeof v) return CUBLAS_STATUS_INVALID_VALUE;
         memcpy(&v, buf, sizeof v);
         if (attr == CUBLASLT_MATMUL_DESC_EPILOGUE) d->epilogue = (cublasLtEpilogue_t)v;
-        else d->bias_type = (cudaDataType_t)v;
+        else d->bias_type = v;
         return CUBLAS_STATUS_SUCCESS;
     }
     case CUBLASLT_MATMUL_DESC_BIAS_POINTER:
@@ -1103,12 +1121,16 @@ static cublasStatus_t lt_shapes(const sd_emu_lt_matmul_desc *op, const sd_emu_lt
     uint64_t bk = op->tb == CUBLAS_OP_N ? b->rows : b->cols;
     uint64_t bn = op->tb == CUBLAS_OP_N ? b->cols : b->rows;
     if (am != d->rows || bn != d->cols || ak != bk || c->rows != d->rows || c->cols != d->cols ||
-        c->type != CUDA_R_32F || d->type != CUDA_R_32F || c->ld != d->ld) {
+        c->type != d->type || c->ld != d->ld) {
         fprintf(stderr, "cuda emulator: cublasLtMatmul: mismatched layouts\n");
         return CUBLAS_STATUS_INVALID_VALUE;
     }
+    /* the bias in D's type (the default), or float32 with float32 D; we
+     * only claim what cuBLASLt's documentation lists for our use */
+    const cudaDataType_t bias_type =
+        op->bias_type == -1 ? d->type : (cudaDataType_t)op->bias_type;
     if (op->epilogue != CUBLASLT_EPILOGUE_DEFAULT &&
-        (op->epilogue != CUBLASLT_EPILOGUE_BIAS || op->bias_type != CUDA_R_32F)) {
+        (op->epilogue != CUBLASLT_EPILOGUE_BIAS || bias_type != d->type)) {
         fprintf(stderr, "cuda emulator: cublasLtMatmul: unsupported epilogue\n");
         return CUBLAS_STATUS_NOT_SUPPORTED;
     }
@@ -1170,23 +1192,14 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t h, cublasLtMatmulDesc_t op, const
         return CUBLAS_STATUS_SUCCESS;
     }
     if (dry_run) return CUBLAS_STATUS_SUCCESS;
-    const float bt = *(const float *)beta;
-    float *dst = (float *)D;
-    /* D = beta C first, then the product accumulates onto it */
-    if (bt != 0.0f && C != D)
-        for (int j = 0; j < n; j++)
-            memcpy(dst + (size_t)j * d->ld, (const float *)C + (size_t)j * c->ld,
-                   (size_t)m * sizeof(float));
-    st = gemm_one(op->ta, op->tb, m, n, k, *(const float *)alpha, A, a->type, (int)a->ld, B,
-                  b->type, (int)b->ld, bt, dst, (int)d->ld,
-                  op->compute == CUBLAS_COMPUTE_32F_FAST_TF32);
-    if (st != CUBLAS_STATUS_SUCCESS) return st;
-    if (op->epilogue == CUBLASLT_EPILOGUE_BIAS) {
-        if (!op->bias) return CUBLAS_STATUS_INVALID_VALUE;
-        for (int j = 0; j < n; j++)
-            for (int i = 0; i < m; i++) dst[(size_t)i + (size_t)j * d->ld] += op->bias[i];
-    }
-    return CUBLAS_STATUS_SUCCESS;
+    const bool with_bias = op->epilogue == CUBLASLT_EPILOGUE_BIAS;
+    if (with_bias && !op->bias) return CUBLAS_STATUS_INVALID_VALUE;
+    /* D = alpha A B + beta C + bias, rounded once into D's type */
+    return gemm_one(op->ta, op->tb, m, n, k, *(const float *)alpha, A, a->type, (int)a->ld, B,
+                    b->type, (int)b->ld, *(const float *)beta, D, d->type, (int)d->ld,
+                    op->compute == CUBLAS_COMPUTE_32F_FAST_TF32, C, (int)c->ld,
+                    with_bias ? op->bias : NULL,
+                    op->bias_type == -1 ? d->type : (cudaDataType_t)op->bias_type);
 }
 
 namespace sd_emu {
