@@ -82,17 +82,43 @@ static test_weight *case_weight(const gemm_case *c)
                           1.0f / sqrtf((float)c->cin));
 }
 
+/* A case's weight, bias, input and residual values (fp16-exact) and the
+ * output's size. */
+typedef struct case_data {
+    test_weight *w, *b;
+    float *xin, *rin;
+    int oh, ow;
+    size_t out_n;
+} case_data;
+
+static case_data case_data_new(const gemm_case *c)
+{
+    case_data d;
+    out_size(c, &d.oh, &d.ow);
+    d.out_n = (size_t)c->n * d.oh * d.ow * c->cout;
+    const int64_t bshape[1] = { c->cout };
+    d.w = case_weight(c);
+    d.b = f16_weight_new("model.diffusion_model.proj.bias", 1, bshape, 0.5f);
+    d.xin = f16_rand_vec((size_t)c->n * c->h * c->w * c->cin, 1.0f);
+    d.rin = f16_rand_vec(d.out_n, 1.0f);
+    return d;
+}
+
+static void case_data_free(case_data *d)
+{
+    free(d->xin);
+    free(d->rin);
+    test_weight_free(d->w);
+    test_weight_free(d->b);
+}
+
 /* Every type mix of one case against the float32 reference. */
 static void check_case(sd_backend *be, const gemm_case *c)
 {
-    int oh, ow;
-    out_size(c, &oh, &ow);
-    const size_t in_n = (size_t)c->n * c->h * c->w * c->cin;
-    const size_t out_n = (size_t)c->n * oh * ow * c->cout;
-    const int64_t bshape[1] = { c->cout };
-    test_weight *w = case_weight(c);
-    test_weight *b = f16_weight_new("model.diffusion_model.proj.bias", 1, bshape, 0.5f);
-    float *xin = f16_rand_vec(in_n, 1.0f), *rin = f16_rand_vec(out_n, 1.0f);
+    case_data d = case_data_new(c);
+    const test_weight *w = d.w, *b = d.b;
+    const float *xin = d.xin, *rin = d.rin;
+    const size_t out_n = d.out_n;
     for (int res = 0; res < N_RES; res++) {
         float *want = run_layer(be, c, w, b, xin, rin, SD_ACT_F32,
                                 res == RES_NONE ? RES_NONE : RES_F32, SD_ACT_F32);
@@ -113,10 +139,7 @@ static void check_case(sd_backend *be, const gemm_case *c)
             }
         free(want);
     }
-    free(xin);
-    free(rin);
-    test_weight_free(w);
-    test_weight_free(b);
+    case_data_free(&d);
 }
 
 static const gemm_case linear_cases[] = {
@@ -192,14 +215,11 @@ static void test_widened_precisions(void **state)
     for (int pi = 0; pi < 2; pi++)
         for (int ci = 0; ci < 2; ci++) {
             const gemm_case *c = cases[ci];
-            int oh, ow;
-            out_size(c, &oh, &ow);
-            const size_t in_n = (size_t)c->n * c->h * c->w * c->cin;
-            const size_t out_n = (size_t)c->n * oh * ow * c->cout;
-            const int64_t bshape[1] = { c->cout };
-            test_weight *w = case_weight(c);
-            test_weight *b = f16_weight_new("model.diffusion_model.proj.bias", 1, bshape, 0.5f);
-            float *xin = f16_rand_vec(in_n, 1.0f), *rin = f16_rand_vec(out_n, 1.0f);
+            case_data d = case_data_new(c);
+            const test_weight *w = d.w, *b = d.b;
+            const int oh = d.oh, ow = d.ow;
+            const float *xin = d.xin, *rin = d.rin;
+            const size_t out_n = d.out_n;
             sd_tensor x32 = f16_tensor(be, SD_ACT_F32, c->n, c->h, c->w, c->cin, xin);
             sd_tensor r32 = f16_tensor(be, SD_ACT_F32, c->n, oh, ow, c->cout, rin);
             sd_tensor o32 = f16_tensor(be, SD_ACT_F32, c->n, oh, ow, c->cout, NULL);
@@ -225,10 +245,7 @@ static void test_widened_precisions(void **state)
             sd_tensor_free(be, &o32);
             sd_tensor_free(be, &x16);
             sd_tensor_free(be, &o16);
-            free(xin);
-            free(rin);
-            test_weight_free(w);
-            test_weight_free(b);
+            case_data_free(&d);
         }
     sd_backend_destroy(be);
 }

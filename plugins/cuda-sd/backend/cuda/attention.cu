@@ -553,29 +553,13 @@ static int blas_attention_any(cuda_backend *cb, const sd_tensor *q, const sd_ten
 {
     if (!cu_is_f16(q) && !cu_is_f16(k) && !cu_is_f16(v) && !cu_is_f16(out))
         return blas_attention(cb, q, k, v, heads, scale, causal, out);
-    const sd_tensor *in[3] = { q, k, v };
+    const sd_tensor *orig[4] = { q, k, v, out };
     sd_tensor f32[4] = { *q, *k, *v, *out };
-    void *tmp[4] = { NULL, NULL, NULL, NULL };
-    int rc = -1;
-    for (int i = 0; i < 4; i++) {
-        const sd_tensor *t = i < 3 ? in[i] : out;
-        if (!cu_is_f16(t)) continue;
-        const size_t n = sd_tensor_numel_of(t);
-        tmp[i] = cu_malloc(cb, n * sizeof(float));
-        if (!tmp[i]) {
-            cu_fail(cb, "out of GPU memory for a float32 copy of an fp16 attention operand");
-            goto done;
-        }
-        f32[i].data = (float *)tmp[i];
-        f32[i].type = SD_ACT_F32;
-        if (i < 3 && cu_convert(cb, t->data, true, tmp[i], false, n)) goto done;
-    }
-    if (blas_attention(cb, &f32[0], &f32[1], &f32[2], heads, scale, causal, &f32[3])) goto done;
-    if (tmp[3] && cu_convert(cb, tmp[3], false, out->data, true, sd_tensor_numel_of(out)))
-        goto done;
-    rc = 0;
-done:
-    for (int i = 0; i < 4; i++) cu_free(cb, tmp[i]);
+    int rc = 0;
+    for (int i = 0; i < 4 && rc == 0; i++) rc = cu_f32_view(cb, orig[i], i < 3, &f32[i]);
+    if (rc == 0) rc = blas_attention(cb, &f32[0], &f32[1], &f32[2], heads, scale, causal, &f32[3]);
+    for (int i = 0; i < 4; i++)
+        if (cu_f32_release(cb, orig[i], &f32[i], i == 3 && rc == 0)) rc = -1;
     return rc;
 }
 

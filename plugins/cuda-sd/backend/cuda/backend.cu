@@ -463,6 +463,28 @@ int cu_types_ok(cuda_backend *cb, const char *op, const sd_tensor *a, const sd_t
     return 0;
 }
 
+int cu_f32_view(cuda_backend *cb, const sd_tensor *t, bool copy_in, sd_tensor *f32)
+{
+    *f32 = *t;
+    if (!cu_is_f16(t)) return 0;
+    const size_t n = sd_tensor_numel_of(t);
+    f32->type = SD_ACT_F32;
+    if (!(f32->data = (float *)cu_malloc(cb, n * sizeof(float)))) {
+        f32->data = t->data;   /* nothing to free */
+        return cu_fail(cb, "out of GPU memory for a float32 copy of an fp16 operand");
+    }
+    return copy_in ? cu_convert(cb, t->data, true, f32->data, false, n) : 0;
+}
+
+int cu_f32_release(cuda_backend *cb, const sd_tensor *t, sd_tensor *f32, bool copy_out)
+{
+    if (f32->data == t->data) return 0;
+    int rc = copy_out ? cu_convert(cb, f32->data, false, t->data, true, sd_tensor_numel_of(t)) : 0;
+    cu_free(cb, f32->data);
+    f32->data = t->data;
+    return rc;
+}
+
 static void fill_ops(sd_backend_ops *o)
 {
     memset(o, 0, sizeof *o);

@@ -385,7 +385,7 @@ int cu_conv2d_implicit(cuda_backend *cb, const sd_tensor *x, const void *w16, co
             return -1;
         cb->igemm_ready |= 1u << v;
     }
-    if (!x16 && cu_to_f16(cb, x->data, (uint16_t *)ws, (size_t)in_n)) return -1;
+    if (!x16 && cu_convert(cb, x->data, false, ws, true, (size_t)in_n)) return -1;
 
     ig_geom g;
     g.H = x->h;

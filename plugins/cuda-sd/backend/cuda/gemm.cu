@@ -264,11 +264,6 @@ static int to_h16(cuda_backend *cb, const float *src, uint16_t *dst, size_t n, b
     return cu_launched(cb, bf16 ? "bf16 conversion" : "fp16 conversion");
 }
 
-int cu_to_f16(cuda_backend *cb, const float *src, uint16_t *dst, size_t n)
-{
-    return to_h16(cb, src, dst, n, false);
-}
-
 __global__ void convert_kernel(const void *__restrict__ src, bool src_f16, void *__restrict__ dst,
                                bool dst_f16, int64_t n)
 {
@@ -639,40 +634,19 @@ static int gemm_layer_widened(cuda_backend *cb, const sd_tensor *x, const sd_ten
                               const sd_tensor_info *b, const sd_conv_params *conv,
                               const sd_tensor *residual, sd_tensor *out)
 {
-    sd_tensor x32 = *x, o32 = *out, r32 = *out;
-    const sd_tensor *res = residual;
-    x32.type = o32.type = r32.type = SD_ACT_F32;
-    r32.data = NULL;
-    const bool widen_x = cu_is_f16(x), widen_o = cu_is_f16(out);
-    const bool widen_r = residual && residual->data != out->data && cu_is_f16(residual);
-    if (widen_x) x32.data = (float *)cu_malloc(cb, sd_tensor_numel_of(x) * 4);
-    if (widen_o) o32.data = (float *)cu_malloc(cb, sd_tensor_numel_of(out) * 4);
-    if (widen_r) r32.data = (float *)cu_malloc(cb, sd_tensor_numel_of(residual) * 4);
-    int rc = -1;
-    if ((widen_x && !x32.data) || (widen_o && !o32.data) || (widen_r && !r32.data)) {
-        cu_fail(cb, "out of GPU memory for float32 copies of fp16 operands");
-        goto done;
-    }
-    if (widen_x && cu_convert(cb, x->data, true, x32.data, false, sd_tensor_numel_of(x)))
-        goto done;
-    if (residual && residual->data == out->data) {
-        /* in place: the residual is the output's old contents (same type) */
-        if (widen_o && cu_convert(cb, out->data, true, o32.data, false, sd_tensor_numel_of(out)))
-            goto done;
-        res = &o32;
-    } else if (widen_r) {
-        if (cu_convert(cb, residual->data, true, r32.data, false, sd_tensor_numel_of(residual)))
-            goto done;
-        res = &r32;
-    }
-    rc = conv ? cu_conv2d(&cb->head.base, &x32, w, b, conv, res, &o32)
-              : cu_linear(&cb->head.base, &x32, w, b, res, &o32);
-    if (rc == 0 && widen_o)
-        rc = cu_convert(cb, o32.data, false, out->data, true, sd_tensor_numel_of(out));
-done:
-    if (widen_x && x32.data) cu_free(cb, x32.data);
-    if (widen_o && o32.data) cu_free(cb, o32.data);
-    if (widen_r && r32.data) cu_free(cb, r32.data);
+    /* in place, the residual is the output's old contents (same type) */
+    const bool in_place = residual && residual->data == out->data;
+    sd_tensor x32 = *x, o32 = *out, r32 = residual ? *residual : *out;
+    int rc = cu_f32_view(cb, x, true, &x32);
+    if (rc == 0) rc = cu_f32_view(cb, out, in_place, &o32);
+    if (rc == 0 && residual && !in_place) rc = cu_f32_view(cb, residual, true, &r32);
+    const sd_tensor *res = !residual ? NULL : in_place ? &o32 : &r32;
+    if (rc == 0)
+        rc = conv ? cu_conv2d(&cb->head.base, &x32, w, b, conv, res, &o32)
+                  : cu_linear(&cb->head.base, &x32, w, b, res, &o32);
+    if (cu_f32_release(cb, x, &x32, false)) rc = -1;
+    if (cu_f32_release(cb, out, &o32, rc == 0)) rc = -1;
+    if (residual && !in_place && cu_f32_release(cb, residual, &r32, false)) rc = -1;
     return rc;
 }
 

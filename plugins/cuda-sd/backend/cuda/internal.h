@@ -217,8 +217,6 @@ int cu_nchw_to_nhwc(cuda_backend *cb, const float *src, void *dst, bool dst_f16,
                     int hw);
 int cu_nhwc_to_nchw(cuda_backend *cb, const void *src, bool src_f16, float *dst, int n, int c,
                     int hw);
-/* out[i] = v (fp32 -> fp16 bits) for n elements (gemm.cu). */
-int cu_to_f16(cuda_backend *cb, const float *src, uint16_t *dst, size_t n);
 /* dst[i] = src[i] for n elements, each side float32 or fp16 bits (gemm.cu);
  * src == dst is fine only when both types are the same. */
 int cu_convert(cuda_backend *cb, const void *src, bool src_f16, void *dst, bool dst_f16,
@@ -237,6 +235,15 @@ static inline bool cu_is_f16(const sd_tensor *t) { return t->type == SD_ACT_F16;
  * -1 with "<op>: unknown activation type N". */
 int cu_types_ok(cuda_backend *cb, const char *op, const sd_tensor *a, const sd_tensor *b,
                 const sd_tensor *c, const sd_tensor *d);
+/* A float32 stand-in for an operand of an op that only computes on float32
+ * (the fallbacks: GEMMs that are not fp16, cuBLAS attention). *f32 starts
+ * as *t; an fp16 t gets a float32 copy from the pool, converted from t when
+ * copy_in (inputs, and outputs whose old contents are read). 0 or -1. */
+int cu_f32_view(cuda_backend *cb, const sd_tensor *t, bool copy_in, sd_tensor *f32);
+/* Ends a cu_f32_view (also one that failed): with copy_out (an output, the
+ * op done), converts the copy back into t; frees the copy. 0 or -1. */
+int cu_f32_release(cuda_backend *cb, const sd_tensor *t, sd_tensor *f32, bool copy_out);
+
 /* The backend's inner type from its precision and f16_activations switch
  * (backend.cu): fp16 when the switch is on and GEMMs run in fp16. */
 void cu_update_inner_type(cuda_backend *cb);
