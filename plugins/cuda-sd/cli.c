@@ -16,6 +16,7 @@
 #include "engine/family.h"
 #include "engine/model_file.h"
 #include "engine/tokenizer.h"
+#include "engine/vae_decode.h"
 
 const char cuda_sd_cli_usage[] =
     "txt2img|img2img|inpaint|tokenize|info ...   Stable Diffusion on this machine "
@@ -164,6 +165,20 @@ static void output_name(const char *out, int i, int n, char *buf, size_t len)
         snprintf(buf, len, "%.*s-%d%s", (int)(dot - out), out, i + 1, dot);
 }
 
+/* The plugin config's CUDA and VAE-tile switches, as the generator provider
+ * gives them to its model cache (provider.c), so `horde-node sd` makes
+ * images the way the node does. No config: the schema's defaults. */
+static void cuda_sd_pipeline_switches(const cuda_sd_conf *c, sd_pipeline_opts *po)
+{
+    po->offload = c ? (int)c->cuda_offload : 0;
+    po->cuda_graphs = c ? c->cuda_graphs : true;
+    po->cuda_conv_implicit = c ? c->cuda_conv_implicit : false;
+    po->cuda_f16_activations = c ? c->cuda_f16_activations : true;
+    po->cuda_vae_bf16 = c ? c->cuda_vae_bf16 : false;
+    po->vae_tile = c ? (int)(c->vae_tile_px / 8) : 0;   /* image -> latent pixels */
+    po->vae_tile_above = c ? c->vae_tile_above_pixels : 0;
+}
+
 static int cmd_generate(cuda_sd *sd, sd_job_kind kind, const char *cmd, int argc, char **argv)
 {
     sd_job job;
@@ -295,6 +310,7 @@ static int cmd_generate(cuda_sd *sd, sd_job_kind kind, const char *cmd, int argc
                            .config_path = config,
                            .threads = threads,
                            .backend = backend};
+    cuda_sd_pipeline_switches(sd->conf, &po);
     sd_pipeline *pipe = NULL;
     int status = 1;
     sd_image *images = NULL;
@@ -321,6 +337,10 @@ static int cmd_generate(cuda_sd *sd, sd_job_kind kind, const char *cmd, int argc
         fprintf(stderr, "horde-node sd: %s\n", rc == SD_CANCELLED ? "cancelled" : err);
         goto out;
     }
+    const sd_vae_decode_info *dec = sd_pipeline_last_decode(pipe);
+    if (dec && dec->tiles > 0)
+        fprintf(stderr, "vae: decoded in %d tiles (%s)\n", dec->tiles,
+                dec->why_tiled ? dec->why_tiled : "out of memory");
     status = 0;
     for (int i = 0; i < job.n_images; i++) {
         char path[4096];

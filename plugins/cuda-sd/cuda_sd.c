@@ -43,12 +43,21 @@ static const hn_conf_spec cuda_sd_schema[] = {
      "CUDA: run the fp16 convolutions as an implicit GEMM on tensor cores instead of im2col + "
      "cuBLAS (no patch matrix: a smaller scratch); off until measured on a GPU"},
     {"cuda_f16_activations", HN_CONF_BOOL, offsetof(cuda_sd_conf, cuda_f16_activations),
-     "false", 0, 0, 0,
+     "true", 0, 0, 0,
      "CUDA: keep the UNet's intermediate activations in fp16 instead of float32 (half the "
-     "bytes between ops; math stays float32 inside each op); off until measured on a GPU"},
+     "bytes between ops; math stays float32 inside each op; on an H100 a CFG step takes "
+     "7.9 instead of 9.6 ms with graphs)"},
     {"cuda_vae_bf16", HN_CONF_BOOL, offsetof(cuda_sd_conf, cuda_vae_bf16), "false", 0, 0, 0,
      "CUDA: run the VAE's convolutions and linears in bf16 instead of TF32 (half the VAE's "
      "weight memory, about 10x the error)"},
+    {"vae_tile_px", HN_CONF_INT, offsetof(cuda_sd_conf, vae_tile_px), "512", 64, 4096, 0,
+     "side of a tile, in image pixels (a multiple of 8), when a VAE decode goes in tiles; "
+     "smaller tiles lower the decode's memory and cost time"},
+    {"vae_tile_above_pixels", HN_CONF_INT, offsetof(cuda_sd_conf, vae_tile_above_pixels),
+     "1048576", -1, 1LL << 40, 0,
+     "VAE decodes of images with more pixels (width x height) go in tiles of vae_tile_px; "
+     "1 = every image larger than a tile, -1 = never for size alone (a CUDA decode still goes "
+     "in tiles when it would not fit the free device memory)"},
     HN_CONF_END,
 };
 
@@ -86,6 +95,16 @@ static hn_rc cuda_sd_init(hn_plugin *self, const hn_api *api, void *conf, void *
         return api->error(err, 500, "BadConfig",
                           "plugins.cuda-sd.backend: \"%s\" is not auto, cpu or cuda",
                           c->backend);
+    }
+    if (c->vae_tile_px % 8 != 0 || c->vae_tile_above_pixels == 0) {
+        free(sd);
+        return api->error(err, 500, "BadConfig",
+                          c->vae_tile_px % 8 != 0
+                              ? "plugins.cuda-sd.vae_tile_px: %lld is not a multiple of 8 (the "
+                                "VAE's latent pixel)"
+                              : "plugins.cuda-sd.vae_tile_above_pixels: %lld: give a pixel "
+                                "count, or -1 for never",
+                          c->vae_tile_px % 8 != 0 ? c->vae_tile_px : c->vae_tile_above_pixels);
     }
     const char *data = api->data_dir ? api->data_dir() : NULL;
     snprintf(sd->data_dir, sizeof sd->data_dir, "%s", data ? data : "");

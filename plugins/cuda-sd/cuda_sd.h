@@ -30,6 +30,9 @@ typedef struct cuda_sd_conf {
     bool cuda_conv_implicit;  /* implicit-GEMM convolutions (no im2col) */
     bool cuda_vae_bf16;       /* the VAE's GEMMs in bf16 instead of TF32 */
     bool cuda_f16_activations; /* the UNet's activations in fp16 */
+    long long vae_tile_px;    /* side of a VAE decode tile, image pixels */
+    long long vae_tile_above_pixels; /* decodes of more pixels go in tiles;
+                                 -1: never for size alone */
 } cuda_sd_conf;
 
 typedef struct cuda_sd {

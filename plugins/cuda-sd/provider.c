@@ -120,10 +120,13 @@ static hn_rc ensure_loaded(cuda_sd *sd, const char *name, hn_error *err)
             .threads = sd->conf ? (int)sd->conf->threads : 0,
             .vram_budget_mb = sd->conf ? sd->conf->vram_budget_mb : 0,
             .offload = sd->conf ? (int)sd->conf->cuda_offload : 0,
-            .cuda_graphs = sd->conf ? sd->conf->cuda_graphs : false,
+            .cuda_graphs = sd->conf ? sd->conf->cuda_graphs : true,
             .cuda_conv_implicit = sd->conf ? sd->conf->cuda_conv_implicit : false,
-            .cuda_f16_activations = sd->conf ? sd->conf->cuda_f16_activations : false,
+            .cuda_f16_activations = sd->conf ? sd->conf->cuda_f16_activations : true,
             .cuda_vae_bf16 = sd->conf ? sd->conf->cuda_vae_bf16 : false,
+            /* the config's tile is in image pixels; SD's VAEs have 8 per latent pixel */
+            .vae_tile = sd->conf ? (int)(sd->conf->vae_tile_px / 8) : 0,
+            .vae_tile_above = sd->conf ? sd->conf->vae_tile_above_pixels : 0,
             .max_models = sd->conf && sd->conf->models_in_ram > 0 ? (int)sd->conf->models_in_ram
                                                                    : 2,
             .vocab_path = sd->conf && sd->conf->vocab ? sd->conf->vocab

@@ -184,6 +184,7 @@ int sd_model_cache_get(sd_model_cache *c, const char *model_path, const char *co
                            .threads = c->o.threads,
                            .shared_backend = c->be,
                            .vae_tile_above = c->o.vae_tile_above,
+                           .vae_tile = c->o.vae_tile,
                            .keep_pool = c->o.keep_pool,
                            .offload = c->o.offload};
     if (sd_pipeline_load(&po, &e->pipe, err, errlen) != 0)

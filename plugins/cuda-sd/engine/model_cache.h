@@ -44,6 +44,7 @@ typedef struct sd_model_cache_opts {
     const char *vocab_path;   /* as sd_pipeline_opts */
     const char *data_dir;
     long long vae_tile_above; /* as sd_pipeline_opts */
+    int vae_tile;             /* as sd_pipeline_opts (latent pixels) */
     bool keep_pool;           /* as sd_pipeline_opts */
     int offload;              /* as sd_pipeline_opts (sd_offload) */
     bool cuda_graphs;         /* CUDA graphs of the UNet step on the cache's

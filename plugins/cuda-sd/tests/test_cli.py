@@ -9,6 +9,7 @@ built on zlib + struct, so no imaging package is needed.
 """
 import json
 import os
+import re
 import struct
 import subprocess
 import zlib
@@ -288,6 +289,16 @@ def test_config_keys_of_the_model_cache(tmp_path):
     assert r.returncode == 0, r.stderr
     assert 'backend = "auto"' in r.stdout and "vram_budget_mb = 4096" in r.stdout, r.stdout
     assert "models_in_ram = 3" in r.stdout, r.stdout
+    # the GPU defaults measured on an H100 (docs/BENCHMARKS.md run 6)
+    assert "cuda_graphs = true" in r.stdout and "cuda_f16_activations = true" in r.stdout
+    assert "vae_tile_px = 512" in r.stdout and "vae_tile_above_pixels = 1048576" in r.stdout
+    for bad, why in (("vae_tile_px = 100", "not a multiple of 8"),
+                     ("vae_tile_px = 32", "vae_tile_px"),
+                     ("vae_tile_above_pixels = 0", "-1 for never")):
+        conf.write_text('load = [ "cuda-sd" ];\nplugins: { cuda-sd: { %s; }; };\n' % bad)
+        r = subprocess.run([BINARY, "-t", "-c", str(conf), "--data-dir", str(tmp_path / "d")],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode != 0 and why in r.stderr, (bad, r.stderr)
     conf.write_text('load = [ "cuda-sd" ];\nplugins: { cuda-sd: { models_in_ram = 99; }; };\n')
     r = subprocess.run([BINARY, "-t", "-c", str(conf), "--data-dir", str(tmp_path / "d")],
                        capture_output=True, text=True, timeout=60)
@@ -296,6 +307,29 @@ def test_config_keys_of_the_model_cache(tmp_path):
     r = subprocess.run([BINARY, "-t", "-c", str(conf), "--data-dir", str(tmp_path / "d")],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode != 0 and "auto, cpu or cuda" in r.stderr, r.stderr
+
+
+def test_config_vae_tiles_reach_the_cli(tmp_path):
+    """`horde-node sd` decodes as the node's config says: vae_tile_px and
+    vae_tile_above_pixels tile a small image."""
+    whole, tiled = tmp_path / "whole.png", tmp_path / "tiled.png"
+    args = ("txt2img", "--model", model_file("sd1"), "--vocab", VOCAB, "--prompt", "a red fox",
+            "--seed", "7", "--steps", "2", "--width", "128", "--height", "128")
+    r = run_sd(tmp_path, *args, "-o", whole)
+    assert r.returncode == 0 and "vae: decoded in" not in r.stderr, r.stderr
+    conf = tmp_path / "node.conf"
+    conf.write_text('load = [ "cuda-sd" ];\n'
+                    'plugins: { cuda-sd: { vae_tile_px = 64; vae_tile_above_pixels = 1; }; };\n')
+    r = run_sd(tmp_path, *args, "-o", tiled, config=conf)
+    assert r.returncode == 0, r.stderr
+    assert re.search(r"vae: decoded in [2-9]\d* tiles \(size\)", r.stderr), r.stderr
+    wa, ha, _, a = read_png(str(whole))
+    wb, hb, _, b = read_png(str(tiled))
+    assert (wa, ha) == (wb, hb) == (128, 128)
+    # each tile is decoded alone (its own GroupNorm statistics): not the
+    # whole decode's pixels; how close they are is test_cuda_engine's
+    # test_vae_tiled_close_to_whole
+    assert a != b
 
 
 def test_tokenize_matches_golden(tmp_path):

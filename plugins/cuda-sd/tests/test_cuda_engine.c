@@ -1132,7 +1132,7 @@ static void nv_ref_decode(sd_backend *be, const sd_model_file *f, const float *z
 }
 
 /* vae.c's decode equals the op-by-op reference bit for bit on every backend
- * and precision, and on CUDA (exact peaks in the emulation) its activations
+ * and precision, and on CUDA (the memory pool's exact high-water mark) its activations
  * stay within 4 full-size 32-channel maps + the scratch cap: the 64 -> 32
  * nin block holds x (64), out and t2 (32 each), the upsample its input and
  * output (64 each). Before, the nin block also held GroupNorm(x) apart
@@ -1177,7 +1177,10 @@ static void test_vae_nin_decode_memory(void **state)
         assert_true(max_abs(want, npix) > 0.0);
         if (cuda) {
             const size_t map32 = (size_t)NV_C0 * H * W * sizeof(float);
-            size_t act = m1.device_used_peak - m0.device_used;
+            /* the pool's own high-water mark: exact on a GPU too, where the
+             * whole-device use is only sampled and the pool keeps what the
+             * reference decode reserved (the GPU saw 0 B there) */
+            size_t act = m1.activations_peak - m0.activations;
             print_message("%s %s: decode %dx%d -> %dx%d: activations + scratch peak %zu B "
                           "(32-channel map %zu B, scratch cap %zu B)\n",
                           f->label, names[i], w, h, W, H, act, map32, cap);
@@ -1198,9 +1201,10 @@ static void test_vae_nin_decode_memory(void **state)
 
 /* The provider (through the model cache) and the CLI (through a pipeline)
  * create their own CUDA backend from the plugin's config: graphs,
- * implicit-GEMM convolutions and the bf16 VAE must be on in it, and an
- * image made there must use them. The backend is found by the loader's
- * search, pointed at this group's library with $HN_SD_CUDA_LIB. */
+ * implicit-GEMM convolutions, fp16 activations and the bf16 VAE must be on
+ * in it, and an image made there must use them and decode in the VAE tiles
+ * asked for. The backend is found by the loader's search, pointed at this
+ * group's library with $HN_SD_CUDA_LIB. */
 static void check_switches_on(sd_backend *be, sd_pipeline *p)
 {
     assert_true(sd_backend_is_cuda(be));
@@ -1216,6 +1220,9 @@ static void check_switches_on(sd_backend *be, sd_pipeline *p)
     sd_image_free(&img);
     assert_int_equal(sd_backend_cuda_memory(be, &m1, false), 0);
     assert_true(m1.conv_implicit_calls > m0.conv_implicit_calls);
+    const sd_vae_decode_info *dec = sd_pipeline_last_decode(p);
+    assert_true(dec->tiles > 1);
+    assert_string_equal(dec->why_tiled, "size");
 }
 
 static void test_own_backend_switches(void **state)
@@ -1233,7 +1240,8 @@ static void test_own_backend_switches(void **state)
     sd_model_cache_opts co = { .backend = "cuda", .vram_budget_mb = -1, .max_models = 1,
                                .vocab_path = vocab, .cuda_graphs = true,
                                .cuda_conv_implicit = true, .cuda_vae_bf16 = true,
-                               .cuda_f16_activations = true };
+                               .cuda_f16_activations = true, .vae_tile = 4,
+                               .vae_tile_above = 1 };
     sd_model_cache *c = NULL;
     if (sd_model_cache_create(&co, &c, err, sizeof err)) fail_msg("model cache: %s", err);
     check_switches_on(sd_model_cache_backend(c), cache_get(c, "sd1"));
@@ -1241,7 +1249,8 @@ static void test_own_backend_switches(void **state)
 
     sd_pipeline_opts po = { .model_path = path, .vocab_path = vocab, .backend = "cuda",
                             .cuda_graphs = true, .cuda_conv_implicit = true,
-                            .cuda_vae_bf16 = true, .cuda_f16_activations = true };
+                            .cuda_vae_bf16 = true, .cuda_f16_activations = true,
+                            .vae_tile = 4, .vae_tile_above = 1 };
     sd_pipeline *p = NULL;
     if (sd_pipeline_load(&po, &p, err, sizeof err)) fail_msg("pipeline: %s", err);
     check_switches_on(sd_pipeline_backend(p), p);

@@ -412,6 +412,33 @@ static int api_set_workspace_limit(sd_backend *be, size_t bytes, size_t *old)
     return 0;
 }
 
+/* The context reserves a stack for every thread the device can hold at
+ * once: cudaLimitStackSize (1 KB by default) x 2048 threads x the SMs, 264
+ * MB on an H100's 132 SMs, before any allocation of ours. Our kernels and
+ * cuBLAS's need none or little (ptxas: no stack frames, no spills in ours),
+ * and a kernel that needs more than the limit makes the driver grow the
+ * reservation at its launch and keep it, so asking for the minimum costs
+ * only what some kernel really uses. The limit belongs to the device's
+ * primary context, shared with any other CUDA user in the process.
+ * Lowered only from CUDA's default (1024). SD_CUDA_STACK_BYTES (read here,
+ * at backend creation) asks for another value: 1024 measures the default.
+ * Failure is harmless: the default stays. */
+static void lower_stack_reservation(void)
+{
+    size_t bytes = 0, now = 0;
+    const char *e = getenv("SD_CUDA_STACK_BYTES");
+    if (e && *e) {
+        bytes = (size_t)strtoull(e, NULL, 10);
+    } else if (cudaDeviceGetLimit(&now, cudaLimitStackSize) != cudaSuccess || now != 1024) {
+        /* lowered already (a backend before this one) or chosen by another
+         * user of the context: left as it is (setting it synchronises the
+         * device) */
+        (void)cudaGetLastError();
+        return;
+    }
+    if (cudaDeviceSetLimit(cudaLimitStackSize, bytes) != cudaSuccess) (void)cudaGetLastError();
+}
+
 /* Version 4: the implicit-GEMM convolution switch (conv_igemm.cu). Not
  * while capturing. A change makes captured graphs stale (they hold the
  * other path's launches), through the scratch generation they check. */
@@ -582,6 +609,7 @@ static sd_backend *api_create(const sd_cuda_options *opt, char *err, size_t errl
     cb->smem_optin = prop.sharedMemPerBlockOptin;
     cb->device_total = prop.totalGlobalMem;
     cu_conv_implicit_init(cb);
+    lower_stack_reservation();
     step = "cudaStreamCreate";
     if ((e = cudaStreamCreateWithFlags(&cb->stream, cudaStreamNonBlocking)) != cudaSuccess)
         goto cuda_fail;

@@ -44,8 +44,11 @@
  *    convolutions (cuda_conv_implicit: no im2col scratch), without and with
  *    graphs, and with fp16 activations (cuda_f16_activations) alone, with
  *    graphs, with the implicit-GEMM convolutions (with and without graphs)
- *    and with sequential offload; then each fp16-activation configuration
- *    beside its float32 twin (steps-phase and whole-image peaks, per step).
+ *    and with sequential offload; then the plugin's defaults (graphs + fp16
+ *    activations) with the bf16 VAE, the offload levels and VAE tiles (the
+ *    configurations that keep an image under 3 GB); then each
+ *    fp16-activation configuration beside its float32 twin (steps-phase
+ *    and whole-image peaks, per step).
  * 4. Model swap (engine/model_cache.h): the checkpoint opened in a model
  *    cache (its tensors page-locked in host RAM), a small image made once
  *    so every weight txt2img uses is on the GPU, then its device copies
@@ -1075,42 +1078,56 @@ static void f16_activation_pairs(const opts *o, const image_config *cfgs,
  * and what lowering it costs. */
 static void image_phases(const opts *o)
 {
-    /* label, keep_pool, offload, vae_tile, graphs, conv_implicit, vae_bf16, f16_activations */
+    /* label, keep_pool, offload, vae_tile, graphs, conv_implicit, vae_bf16, f16_activations.
+     * "base": float32 activations, op by op, TF32 VAE, pool trimmed before
+     * the VAE and after the image; the plugin's defaults add CUDA graphs and
+     * fp16 activations to it (cuda_graphs, cuda_f16_activations). */
     static const image_config cfgs[] = {
-        { "pool trimmed before the VAE and after the image (default)", false, SD_OFFLOAD_NONE, 0,
-          false, false, false, false },
-        { "activation pool kept (keep_pool)", true, SD_OFFLOAD_NONE, 0, false, false, false,
+        { "base: float32 activations, op by op, pool trimmed before the VAE and after the image",
+          false, SD_OFFLOAD_NONE, 0, false, false, false, false },
+        { "base + activation pool kept (keep_pool)", true, SD_OFFLOAD_NONE, 0, false, false, false,
           false },
-        { "offload = encoders (text encoder and VAE weights dropped after use)", false,
+        { "base + offload = encoders (text encoder and VAE weights dropped after use)", false,
           SD_OFFLOAD_ENCODERS, 0, false, false, false, false },
-        { "offload = encoders, VAE in 256 px tiles (vae_tile 32)", false, SD_OFFLOAD_ENCODERS,
-          32, false, false, false, false },
-        { "offload = sequential (one network's weights on the device at a time)", false,
+        { "base + offload = encoders, VAE in 256 px tiles (vae_tile 32)", false,
+          SD_OFFLOAD_ENCODERS, 32, false, false, false, false },
+        { "base + offload = sequential (one network's weights on the device at a time)", false,
           SD_OFFLOAD_SEQUENTIAL, 0, false, false, false, false },
-        { "default + CUDA graphs of the UNet step (cuda_graphs)", false, SD_OFFLOAD_NONE, 0, true,
+        { "base + CUDA graphs of the UNet step (cuda_graphs)", false, SD_OFFLOAD_NONE, 0, true,
           false, false, false },
-        { "offload = sequential + CUDA graphs", false, SD_OFFLOAD_SEQUENTIAL, 0, true, false,
-          false, false },
-        { "default + implicit-GEMM convolutions (cuda_conv_implicit)", false, SD_OFFLOAD_NONE, 0,
+        { "base + offload = sequential + CUDA graphs", false, SD_OFFLOAD_SEQUENTIAL, 0, true,
+          false, false, false },
+        { "base + implicit-GEMM convolutions (cuda_conv_implicit)", false, SD_OFFLOAD_NONE, 0,
           false, true, false, false },
-        { "default + CUDA graphs + implicit-GEMM convolutions", false, SD_OFFLOAD_NONE, 0, true,
+        { "base + CUDA graphs + implicit-GEMM convolutions", false, SD_OFFLOAD_NONE, 0, true,
           true, false, false },
-        { "default + VAE in bf16 (SD_CUDA_PREC_AUTO_VAE_BF16)", false, SD_OFFLOAD_NONE, 0,
-          false, false, true, false },
-        { "offload = encoders + VAE in bf16", false, SD_OFFLOAD_ENCODERS, 0, false, false, true,
+        { "base + VAE in bf16 (cuda_vae_bf16)", false, SD_OFFLOAD_NONE, 0, false, false, true,
           false },
-        { "offload = sequential + VAE in bf16", false, SD_OFFLOAD_SEQUENTIAL, 0, false, false,
+        { "base + offload = encoders + VAE in bf16", false, SD_OFFLOAD_ENCODERS, 0, false, false,
           true, false },
-        { "default + fp16 activations (cuda_f16_activations)", false, SD_OFFLOAD_NONE, 0, false,
+        { "base + offload = sequential + VAE in bf16", false, SD_OFFLOAD_SEQUENTIAL, 0, false,
+          false, true, false },
+        { "base + fp16 activations (cuda_f16_activations)", false, SD_OFFLOAD_NONE, 0, false,
           false, false, true },
-        { "default + CUDA graphs + fp16 activations", false, SD_OFFLOAD_NONE, 0, true, false,
-          false, true },
-        { "default + implicit-GEMM convolutions + fp16 activations", false, SD_OFFLOAD_NONE, 0,
+        { "**the plugin's defaults**: base + CUDA graphs + fp16 activations", false,
+          SD_OFFLOAD_NONE, 0, true, false, false, true },
+        { "base + implicit-GEMM convolutions + fp16 activations", false, SD_OFFLOAD_NONE, 0,
           false, true, false, true },
-        { "default + CUDA graphs + implicit-GEMM convolutions + fp16 activations", false,
+        { "base + CUDA graphs + implicit-GEMM convolutions + fp16 activations", false,
           SD_OFFLOAD_NONE, 0, true, true, false, true },
-        { "offload = sequential + fp16 activations", false, SD_OFFLOAD_SEQUENTIAL, 0, false,
-          false, false, true },
+        { "base + offload = sequential + fp16 activations", false, SD_OFFLOAD_SEQUENTIAL, 0,
+          false, false, false, true },
+        { "defaults + VAE in bf16", false, SD_OFFLOAD_NONE, 0, true, false, true, true },
+        { "defaults + offload = encoders", false, SD_OFFLOAD_ENCODERS, 0, true, false, false,
+          true },
+        { "defaults + offload = encoders + VAE in bf16", false, SD_OFFLOAD_ENCODERS, 0, true,
+          false, true, true },
+        { "defaults + offload = encoders, VAE in 256 px tiles + VAE in bf16", false,
+          SD_OFFLOAD_ENCODERS, 32, true, false, true, true },
+        { "defaults + offload = sequential", false, SD_OFFLOAD_SEQUENTIAL, 0, true, false, false,
+          true },
+        { "defaults + offload = sequential + VAE in bf16", false, SD_OFFLOAD_SEQUENTIAL, 0, true,
+          false, true, true },
     };
     enum { N = sizeof cfgs / sizeof cfgs[0] };
     image_result r[N];

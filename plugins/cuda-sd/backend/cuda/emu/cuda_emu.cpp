@@ -817,6 +817,25 @@ cudaError_t cudaMemGetInfo(size_t *free_b, size_t *total_b)
     return cudaSuccess;
 }
 
+static size_t stack_limit = 1024;   /* the CUDA default, bytes a thread */
+
+cudaError_t cudaDeviceSetLimit(cudaLimit limit, size_t value)
+{
+    if (limit != cudaLimitStackSize) return fail(cudaErrorInvalidValue, "emulator: limit %d", (int)limit);
+    std::lock_guard<std::mutex> lock(mem_mu);
+    stack_limit = value < 16 ? 16 : value;   /* the driver rounds up to its minimum */
+    return cudaSuccess;
+}
+
+cudaError_t cudaDeviceGetLimit(size_t *value, cudaLimit limit)
+{
+    if (limit != cudaLimitStackSize || !value)
+        return fail(cudaErrorInvalidValue, "emulator: limit %d", (int)limit);
+    std::lock_guard<std::mutex> lock(mem_mu);
+    *value = stack_limit;
+    return cudaSuccess;
+}
+
 cudaError_t cudaHostRegister(void *p, size_t bytes, unsigned flags)
 {
     (void)flags;

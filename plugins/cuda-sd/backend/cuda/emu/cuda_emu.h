@@ -179,6 +179,11 @@ cudaError_t cudaFreeAsync(void *p, cudaStream_t s);
 cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t bytes, cudaMemcpyKind kind,
                             cudaStream_t s);
 cudaError_t cudaMemGetInfo(size_t *free_b, size_t *total_b);
+/* Device limits: only the per-thread stack exists (backend.cu lowers it);
+ * the emulation runs kernels on host threads and keeps the value only. */
+enum cudaLimit { cudaLimitStackSize = 0 };
+cudaError_t cudaDeviceSetLimit(cudaLimit limit, size_t value);
+cudaError_t cudaDeviceGetLimit(size_t *value, cudaLimit limit);
 /* Page-locking host memory: nothing to do on the CPU; the calls only
  * check their arguments (weights.cu's pin_host). */
 #define cudaHostRegisterDefault 0x00
