@@ -170,7 +170,7 @@ static void output_name(const char *out, int i, int n, char *buf, size_t len)
  * images the way the node does. No config: the schema's defaults. */
 static void cuda_sd_pipeline_switches(const cuda_sd_conf *c, sd_pipeline_opts *po)
 {
-    po->offload = c ? (int)c->cuda_offload : 0;
+    po->offload = c ? (int)c->cuda_offload : SD_OFFLOAD_ENCODERS;
     po->cuda_graphs = c ? c->cuda_graphs : true;
     po->cuda_conv_implicit = c ? c->cuda_conv_implicit : false;
     po->cuda_f16_activations = c ? c->cuda_f16_activations : true;

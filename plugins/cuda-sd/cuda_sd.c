@@ -31,10 +31,11 @@ static const hn_conf_spec cuda_sd_schema[] = {
      "memory minus 3 GB, -1 = no limit)"},
     {"models_in_ram", HN_CONF_INT, offsetof(cuda_sd_conf, models_in_ram), "2", 1, 16, 0,
      "models kept loaded in host RAM (page-locked on CUDA) for fast switching"},
-    {"cuda_offload", HN_CONF_INT, offsetof(cuda_sd_conf, cuda_offload), "0", 0, 2, 0,
+    {"cuda_offload", HN_CONF_INT, offsetof(cuda_sd_conf, cuda_offload), "1", 0, 2, 0,
      "CUDA: device weights dropped between the phases of an image to lower its peak memory: "
-     "0 none (fastest), 1 the text encoder's and VAE's after use, 2 also the UNet's before "
-     "the VAE decode (one network on the device at a time; re-uploaded from host RAM)"},
+     "0 none (fastest), 1 the text encoder's and VAE's after use (SD1.5 512x512 on an H100: "
+     "under 3 GB at ~0.25 s an image), 2 also the UNet's before the VAE decode (one network "
+     "on the device at a time; re-uploaded from host RAM)"},
     {"cuda_graphs", HN_CONF_BOOL, offsetof(cuda_sd_conf, cuda_graphs), "true", 0, 0, 0,
      "CUDA: run each UNet step as one CUDA graph (captured once per prompt and size; "
      "falls back to op-by-op launches if capture fails)"},
@@ -46,7 +47,7 @@ static const hn_conf_spec cuda_sd_schema[] = {
      "true", 0, 0, 0,
      "CUDA: keep the UNet's intermediate activations in fp16 instead of float32 (half the "
      "bytes between ops; math stays float32 inside each op; on an H100 a CFG step takes "
-     "7.9 instead of 9.6 ms with graphs)"},
+     "8.0 instead of 9.6 ms with graphs)"},
     {"cuda_vae_bf16", HN_CONF_BOOL, offsetof(cuda_sd_conf, cuda_vae_bf16), "false", 0, 0, 0,
      "CUDA: run the VAE's convolutions and linears in bf16 instead of TF32 (half the VAE's "
      "weight memory, about 10x the error)"},

@@ -119,7 +119,7 @@ static hn_rc ensure_loaded(cuda_sd *sd, const char *name, hn_error *err)
             .backend = sd->conf && sd->conf->backend ? sd->conf->backend : "auto",
             .threads = sd->conf ? (int)sd->conf->threads : 0,
             .vram_budget_mb = sd->conf ? sd->conf->vram_budget_mb : 0,
-            .offload = sd->conf ? (int)sd->conf->cuda_offload : 0,
+            .offload = sd->conf ? (int)sd->conf->cuda_offload : SD_OFFLOAD_ENCODERS,
             .cuda_graphs = sd->conf ? sd->conf->cuda_graphs : true,
             .cuda_conv_implicit = sd->conf ? sd->conf->cuda_conv_implicit : false,
             .cuda_f16_activations = sd->conf ? sd->conf->cuda_f16_activations : true,

@@ -970,6 +970,7 @@ int sd_generate(sd_pipeline *p, const sd_job *job, sd_image *images, char *err, 
     sd_backend_set_cancel_flag(p->be, job->cancel);
     sd_unet_set_circular(p->unet, job->tiling);
     sd_vae_set_circular(p->vae, job->tiling);
+    sd_vae_set_trim_between_levels(p->vae, p->trim_pool);
 
     int clip_skip = job->clip_skip > 0 ? job->clip_skip : p->fam.text.default_clip_skip;
     if (clip_skip < 1)

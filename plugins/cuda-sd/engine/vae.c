@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backend/cuda_backend.h"
 #include "engine/net_common.h"
 
 #define P "first_stage_model."
@@ -47,6 +48,7 @@ struct sd_vae {
     sd_backend *be;
     float scale;
     bool circular, has_encoder;
+    bool trim_between_levels;   /* sd_vae_set_trim_between_levels */
     int z_ch, downscale;
     /* encoder */
     sd_layer_w e_conv_in, e_norm_out, e_conv_out, quant;
@@ -243,6 +245,8 @@ int sd_vae_downscale(const sd_vae *v) { return v->downscale; }
 bool sd_vae_has_encoder(const sd_vae *v) { return v->has_encoder; }
 void sd_vae_set_circular(sd_vae *v, bool circular) { v->circular = circular; }
 
+void sd_vae_set_trim_between_levels(sd_vae *v, bool on) { v->trim_between_levels = on; }
+
 /* ---- forward ------------------------------------------------------------ */
 
 /* Replaces *h by a new tensor computed from it. */
@@ -375,6 +379,8 @@ static int decode_one(sd_vae *v, const float *z, int h0, int w0, float *img)
             STEP(res_forward(v, &lv->res[j], &h, &nx));
         }
         if (lv->resample.w) {
+            if (v->trim_between_levels && sd_backend_is_cuda(be) && sd_backend_cuda_trim(be))
+                goto done;
             STEP(sd_tensor_new(be, &nx, 1, 2 * h.h, 2 * h.w, h.c) ||
                  sd_upsample_nearest2x(be, &h, &nx));
             STEP(sd_tensor_new(be, &nx, 1, h.h, h.w, h.c) ||

@@ -44,6 +44,14 @@ bool sd_vae_has_encoder(const sd_vae *v);
  * A1111's tiling mode. */
 void sd_vae_set_circular(sd_vae *v, bool circular);
 
+/* CUDA: hand the memory pool's unused blocks back to the device before each
+ * decoder upsample (sd_backend_cuda_trim), off by default. The maps grow 4x
+ * there (SD1.5 at 512x512: 64 MB maps before the last upsample, 256 MB after)
+ * and a pool cannot serve the larger requests from the smaller freed blocks
+ * it keeps, so without it the device holds both sizes at the decode's peak.
+ * Costs a synchronisation per level; no effect on other backends. */
+void sd_vae_set_trim_between_levels(sd_vae *v, bool on);
+
 /* z [B, 4, h, w] (VAE space: latents / scale) -> img [B, 3, 8h, 8w],
  * unclamped (about [-1, 1]). NCHW host floats. */
 int sd_vae_decode(sd_vae *v, const float *z, int B, int h, int w, float *img, char *err,

@@ -291,6 +291,7 @@ def test_config_keys_of_the_model_cache(tmp_path):
     assert "models_in_ram = 3" in r.stdout, r.stdout
     # the GPU defaults measured on an H100 (docs/BENCHMARKS.md run 6)
     assert "cuda_graphs = true" in r.stdout and "cuda_f16_activations = true" in r.stdout
+    assert "cuda_offload = 1" in r.stdout
     assert "vae_tile_px = 512" in r.stdout and "vae_tile_above_pixels = 1048576" in r.stdout
     for bad, why in (("vae_tile_px = 100", "not a multiple of 8"),
                      ("vae_tile_px = 32", "vae_tile_px"),

@@ -921,8 +921,12 @@ static void test_pipeline_offload(void **state)
                 r[1].weights_after < r[0].weights_after);
     assert_true(r[2].mem.dropped > r[1].mem.dropped);
     assert_int_equal((int)r[2].weights_after, 0);
-    /* without the UNet's weights the VAE phase needs less of the device */
-    assert_true(r[2].mem.vae_peak < r[0].mem.vae_peak);
+    /* without the UNet's weights the VAE phase needs less of the device:
+     * exact on the emulation; a GPU's memory pools map whole chunks (tens
+     * of MB), coarser than these tiny models' 6.6 MB of weights, so there
+     * it can only be no more */
+    if (emulated) assert_true(r[2].mem.vae_peak < r[0].mem.vae_peak);
+    else assert_true(r[2].mem.vae_peak <= r[0].mem.vae_peak);
     for (int level = 0; level < 3; level++)
         for (int i = 0; i < 2; i++) sd_image_free(&r[level].img[i]);
 }

@@ -210,6 +210,7 @@ static void be_destroy(sd_backend *be)
     /* Tensors the caller never freed keep the pool alive (CUDA defers the
      * destruction until they are freed); nothing else to do about them. */
     if (cb->pool) (void)cudaMemPoolDestroy(cb->pool);
+    if (cb->wpool) (void)cudaMemPoolDestroy(cb->wpool);
     (void)cudaGetLastError();
     free(cb);
 }
@@ -372,6 +373,7 @@ static int api_trim(sd_backend *be)
         (void)cudaDeviceGraphMemTrim(cb->device);
         (void)cudaGetLastError();
     }
+    (void)cudaMemPoolTrimTo(cb->wpool, 0);   /* blocks of evicted weights */
     return cu_check(cb, cudaMemPoolTrimTo(cb->pool, 0), "trim");
 }
 
@@ -622,6 +624,13 @@ static sd_backend *api_create(const sd_cuda_options *opt, char *err, size_t errl
     if ((e = cudaMemPoolCreate(&cb->pool, &props)) != cudaSuccess) goto cuda_fail;
     /* keep freed blocks: the same shapes come back every step */
     if ((e = cudaMemPoolSetAttribute(cb->pool, cudaMemPoolAttrReleaseThreshold, &never)) !=
+        cudaSuccess)
+        goto cuda_fail;
+    /* weights: kept too (evictions reuse the space); dropping a range of
+     * them trims it (cu_weights_drop_range) */
+    step = "cudaMemPoolCreate (weights)";
+    if ((e = cudaMemPoolCreate(&cb->wpool, &props)) != cudaSuccess) goto cuda_fail;
+    if ((e = cudaMemPoolSetAttribute(cb->wpool, cudaMemPoolAttrReleaseThreshold, &never)) !=
         cudaSuccess)
         goto cuda_fail;
     {

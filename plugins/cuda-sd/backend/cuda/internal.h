@@ -76,6 +76,9 @@ typedef struct cuda_backend {
     cu_lt_plan lt_plans[CU_LT_PLANS];
     int lt_nplans;
     cudaMemPool_t pool;          /* activations and scratch */
+    cudaMemPool_t wpool;         /* weights (weights.cu): packed, where
+                                    cudaMalloc rounds each big tensor up to
+                                    2 MB pages (~225 MB for SD1.5) */
     int sm_count;
     size_t smem_optin;           /* max dynamic shared memory per block */
     size_t device_total;

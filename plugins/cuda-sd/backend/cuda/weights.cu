@@ -7,9 +7,11 @@
  * row of the im2col matrix, which follows NHWC memory order, meets its
  * weights contiguously). Entries are keyed by (data pointer, kind, size):
  * the fp16, bf16 and float32 copies of one tensor are distinct entries. They stay
- * until the backend is destroyed; the pointer stays valid while the model
- * file is open (ops.h), and a fingerprint of the bytes guards against a
- * later file mapped at the same address.
+ * until evicted (VRAM budget), dropped (offload) or the backend is destroyed;
+ * the pointer stays valid while the model file is open (ops.h), and a
+ * fingerprint of the bytes guards against a later file mapped at the same
+ * address. Their memory comes from the backend's weight pool (cb->wpool), in
+ * stream order.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -216,7 +218,7 @@ const void *cu_weight_get(cuda_backend *cb, const sd_tensor_info *t, int kind,
         /* same address, other contents: the old copy may still be in use by
          * queued kernels */
         if (cu_check(cb, cudaStreamSynchronize(cb->stream), "weight cache")) return NULL;
-        cudaFree(e->dev);
+        (void)cudaFreeAsync(e->dev, cb->stream);
         cb->wbytes -= e->bytes;
         drop_slot(cb, e);
         cb->wgen++;
@@ -232,12 +234,15 @@ const void *cu_weight_get(cuda_backend *cb, const sd_tensor_info *t, int kind,
     if (cu_weights_fit(cb, bytes) != 0) return NULL;
     e = find_slot(cb, t->data, kind, t->nbytes);
     void *dev = NULL;
-    if (cudaMalloc(&dev, bytes ? bytes : 1) != cudaSuccess) {
+    /* from the weights' own pool, in stream order (never during a capture:
+     * refused above) */
+    if (cudaMallocFromPoolAsync(&dev, bytes ? bytes : 1, cb->wpool, cb->stream) != cudaSuccess) {
         (void)cudaGetLastError();
         /* cached activation blocks may be what is in the way */
         (void)cudaStreamSynchronize(cb->stream);
         (void)cudaMemPoolTrimTo(cb->pool, 0);
-        if (cudaMalloc(&dev, bytes ? bytes : 1) != cudaSuccess) {
+        if (cudaMallocFromPoolAsync(&dev, bytes ? bytes : 1, cb->wpool, cb->stream) !=
+            cudaSuccess) {
             (void)cudaGetLastError();
             cu_fail(cb, "out of GPU memory for weight '%s' (%zu MB; %zu MB of weights cached)",
                     t->name, bytes >> 20, cb->wbytes >> 20);
@@ -266,8 +271,8 @@ const void *cu_weight_get(cuda_backend *cb, const sd_tensor_info *t, int kind,
         }
     }
     if (rc != 0) {
+        (void)cudaFreeAsync(dev, cb->stream);
         (void)cudaStreamSynchronize(cb->stream);
-        cudaFree(dev);
         return NULL;
     }
     cb->wcount++;
@@ -288,7 +293,8 @@ const void *cu_weight_get(cuda_backend *cb, const sd_tensor_info *t, int kind,
 void cu_weights_free(cuda_backend *cb)
 {
     for (size_t i = 0; i < cb->wcap; i++)
-        if (cb->wtab[i].key) cudaFree(cb->wtab[i].dev);
+        if (cb->wtab[i].key) (void)cudaFreeAsync(cb->wtab[i].dev, cb->stream);
+    if (cb->stream) (void)cudaStreamSynchronize(cb->stream);
     free(cb->wtab);
     cb->wtab = NULL;
     cb->wcap = cb->wcount = cb->wbytes = 0;
@@ -319,14 +325,15 @@ static int by_last_use(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-/* Frees the listed entries (the stream must be idle). */
+/* Frees the listed entries, in stream order (the callers have synchronised
+ * already, so nothing queued reads them). */
 static size_t drop_victims(cuda_backend *cb, const victim *v, size_t n)
 {
     size_t freed = 0;
     for (size_t i = 0; i < n; i++) {
         cu_weight *e = find_slot(cb, v[i].key, v[i].kind, v[i].src_nbytes);
         if (!e->key) continue;
-        cudaFree(e->dev);
+        (void)cudaFreeAsync(e->dev, cb->stream);
         cb->wbytes -= e->bytes;
         freed += e->bytes;
         drop_slot(cb, e);
@@ -393,6 +400,12 @@ long long cu_weights_drop_range(cuda_backend *cb, const void *lo, const void *hi
             return -1;
         }
         freed = (long long)drop_victims(cb, v, n);
+        /* the device gets the pages back now, for the next phase (offload) */
+        if (cu_check(cb, cudaStreamSynchronize(cb->stream), "dropping weights") ||
+            cu_check(cb, cudaMemPoolTrimTo(cb->wpool, 0), "dropping weights")) {
+            free(v);
+            return -1;
+        }
     }
     free(v);
     return freed;

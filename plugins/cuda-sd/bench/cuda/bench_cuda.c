@@ -44,9 +44,9 @@
  *    convolutions (cuda_conv_implicit: no im2col scratch), without and with
  *    graphs, and with fp16 activations (cuda_f16_activations) alone, with
  *    graphs, with the implicit-GEMM convolutions (with and without graphs)
- *    and with sequential offload; then the plugin's defaults (graphs + fp16
- *    activations) with the bf16 VAE, the offload levels and VAE tiles (the
- *    configurations that keep an image under 3 GB); then each
+ *    and with sequential offload; then graphs + fp16 activations with the
+ *    bf16 VAE, the offload levels (encoders: the plugin's defaults) and VAE
+ *    tiles (the configurations that keep an image under 3 GB); then each
  *    fp16-activation configuration beside its float32 twin (steps-phase
  *    and whole-image peaks, per step).
  * 4. Model swap (engine/model_cache.h): the checkpoint opened in a model
@@ -1080,8 +1080,9 @@ static void image_phases(const opts *o)
 {
     /* label, keep_pool, offload, vae_tile, graphs, conv_implicit, vae_bf16, f16_activations.
      * "base": float32 activations, op by op, TF32 VAE, pool trimmed before
-     * the VAE and after the image; the plugin's defaults add CUDA graphs and
-     * fp16 activations to it (cuda_graphs, cuda_f16_activations). */
+     * the VAE and after the image, nothing offloaded; "fast" adds CUDA graphs
+     * and fp16 activations (cuda_graphs, cuda_f16_activations); the plugin's
+     * defaults are fast + offload = encoders (cuda_offload = 1). */
     static const image_config cfgs[] = {
         { "base: float32 activations, op by op, pool trimmed before the VAE and after the image",
           false, SD_OFFLOAD_NONE, 0, false, false, false, false },
@@ -1109,7 +1110,7 @@ static void image_phases(const opts *o)
           false, true, false },
         { "base + fp16 activations (cuda_f16_activations)", false, SD_OFFLOAD_NONE, 0, false,
           false, false, true },
-        { "**the plugin's defaults**: base + CUDA graphs + fp16 activations", false,
+        { "fast: base + CUDA graphs + fp16 activations", false,
           SD_OFFLOAD_NONE, 0, true, false, false, true },
         { "base + implicit-GEMM convolutions + fp16 activations", false, SD_OFFLOAD_NONE, 0,
           false, true, false, true },
@@ -1117,16 +1118,16 @@ static void image_phases(const opts *o)
           SD_OFFLOAD_NONE, 0, true, true, false, true },
         { "base + offload = sequential + fp16 activations", false, SD_OFFLOAD_SEQUENTIAL, 0,
           false, false, false, true },
-        { "defaults + VAE in bf16", false, SD_OFFLOAD_NONE, 0, true, false, true, true },
-        { "defaults + offload = encoders", false, SD_OFFLOAD_ENCODERS, 0, true, false, false,
+        { "fast + VAE in bf16", false, SD_OFFLOAD_NONE, 0, true, false, true, true },
+        { "**the plugin's defaults**: fast + offload = encoders", false, SD_OFFLOAD_ENCODERS, 0, true, false, false,
           true },
-        { "defaults + offload = encoders + VAE in bf16", false, SD_OFFLOAD_ENCODERS, 0, true,
+        { "fast + offload = encoders + VAE in bf16", false, SD_OFFLOAD_ENCODERS, 0, true,
           false, true, true },
-        { "defaults + offload = encoders, VAE in 256 px tiles + VAE in bf16", false,
+        { "fast + offload = encoders, VAE in 256 px tiles + VAE in bf16", false,
           SD_OFFLOAD_ENCODERS, 32, true, false, true, true },
-        { "defaults + offload = sequential", false, SD_OFFLOAD_SEQUENTIAL, 0, true, false, false,
+        { "fast + offload = sequential", false, SD_OFFLOAD_SEQUENTIAL, 0, true, false, false,
           true },
-        { "defaults + offload = sequential + VAE in bf16", false, SD_OFFLOAD_SEQUENTIAL, 0, true,
+        { "fast + offload = sequential + VAE in bf16", false, SD_OFFLOAD_SEQUENTIAL, 0, true,
           false, true, true },
     };
     enum { N = sizeof cfgs / sizeof cfgs[0] };
