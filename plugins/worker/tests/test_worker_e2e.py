@@ -14,14 +14,17 @@ from worker_helpers import (command, gray_png, BROKER_PLUGINS, BROKER_PROVIDERS,
                             worker_status)
 
 MODEL = "tiny_sd1"
+BUILD = os.path.abspath(os.environ.get("HN_BUILD") or
+                        os.path.join(os.path.dirname(__file__), "..", "..", "..", "build"))
+EMU_LIB = os.path.join(BUILD, "lib", "libhn-sd-cuda-emu.so")
 
 
-def all_in_one(make_node, shared, worker=None, broker=None, extra_files=None):
+def all_in_one(make_node, shared, worker=None, broker=None, extra_files=None, env=None):
     node = make_node(load=BROKER_PLUGINS + ["cuda-sd", "worker"],
                      providers=dict(BROKER_PROVIDERS, horde="local"),
                      plugins={"broker": broker or {}, "cuda-sd": {"models_dir": "models"},
                               "worker": worker_keys(**(worker or {}))},
-                     start=False)
+                     start=False, env=env)
     install_golden_model(node.data_dir, shared, MODEL)
     for name, data in (extra_files or {}).items():
         with open(os.path.join(node.data_dir, "models", name), "wb") as f:
@@ -152,6 +155,26 @@ def test_all_in_one_turns_requests_into_the_cli_images(make_node, shared_dir):
     wait_for(renewed, 30, 0.1, "a new owner key")
     rid = generate(node, request_body("after reset", "", 6, 3, 7.0, "k_euler", 64, 64))
     assert wait_done(node, rid)["finished"] == 1
+
+
+@pytest.mark.skipif(not os.path.exists(EMU_LIB), reason="the emulated CUDA library is not built")
+def test_worker_generates_on_the_cuda_backend(make_node, shared_dir):
+    """With a GPU answering the probe (here the emulated CUDA library, a real
+    one with HN_SD_CUDA_LIB unset on a GPU machine) the worker's generator
+    runs on the CUDA backend with the plugin's default switches (graphs, fp16
+    activations, offload of the encoders) and gives the image the command
+    line makes there."""
+    gpu = {"HN_SD_CUDA_LIB": EMU_LIB}
+    node = all_in_one(make_node, shared_dir, env=gpu)
+    case = ("a lighthouse", "fog", 321, 2, 7.0, "k_euler", 64, 64)
+    st = wait_done(node, generate(node, request_body(*case)), timeout=600)
+    assert st["finished"] == 1 and not st["faulted"], st
+    data = image_bytes(st["generations"][0])
+    assert webp_size(data) == (64, 64)
+    assert "backend cuda (auto: CPU emulation of a CUDA device" in node.read_log(), \
+        node.read_log()[-3000:]
+    want = cli_image(node, "cli_cuda", *case)
+    assert data == want[0], "the worker's CUDA image differs from the CLI's"
 
 
 def test_source_images_reach_the_generator(make_node, shared_dir):
