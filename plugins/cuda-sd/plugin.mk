@@ -88,6 +88,8 @@ all: $(CUDA_SD_GPU_BENCH)
 
 gpu-check: $(CUDA_SD_LIBS) $(CUDA_SD_GPU_TESTS) $(CUDA_SD_GPU_BENCH)
 	@test -n "$(NVCC)" || { echo "gpu-check: nvcc not found (PATH, /usr/local/cuda/bin): cannot build $(CUDA_SD_LIB)"; exit 1; }
+	@# A GPU is required here: say so once, up front, rather than only in each test's failure.
+	@nvidia-smi -L >/dev/null 2>&1 || echo "gpu-check: no NVIDIA GPU answers 'nvidia-smi -L' here; the CUDA tests below require one and will fail"
 	HN_SD_REQUIRE_GPU=1 sh scripts/run-c-tests.sh $(CUDA_SD_GPU_TESTS)
 	@mkdir -p $(dir $(GPU_BENCH_WEIGHTS))
 	$(CUDA_SD_GPU_BENCH) --weights $(GPU_BENCH_WEIGHTS) \
