@@ -9,9 +9,10 @@
 #   <name>_CFLAGS     extra compile flags
 #   <name>_TEST_SRCS  sources linked into the plugin's C tests (default: none)
 # and each plugins/<name>/tests/test_*.c becomes a cmocka test program linked
-# with <name>_TEST_SRCS, run by `make test`. Source shared by several plugins
-# lives in lib/<part>/ (see lib/README.md): a plugin lists the lib/*.c it
-# needs in its <name>_SRCS / <name>_TEST_SRCS, so each .so carries its copy.
+# with <name>_TEST_SRCS, run by `make test`. Source that other plugins compile
+# in lives in its owner's plugins/<owner>/shared/ (docs/PLUGINS.md, "Code
+# shared between plugins"): a plugin lists the shared/*.c it needs in its
+# <name>_SRCS / <name>_TEST_SRCS, so each .so carries its copy.
 
 CC       ?= cc
 PREFIX   ?= /usr/local
@@ -27,7 +28,7 @@ SDK_CFLAGS  := -Icore/include $(shell pkg-config --cflags jansson 2>/dev/null)
 CORE_CFLAGS := $(CFLAGS_BASE) $(SDK_CFLAGS) -Icore -DHN_VERSION=\"$(VERSION)\" \
                -DHN_PREFIX=\"$(PREFIX)\" $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 CORE_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -ldl -lpthread -lm
-PLUGIN_CFLAGS := $(CFLAGS_BASE) $(SDK_CFLAGS) -fPIC -fvisibility=hidden -Ilib
+PLUGIN_CFLAGS := $(CFLAGS_BASE) $(SDK_CFLAGS) -fPIC -fvisibility=hidden -Iplugins
 # -z defs: a plugin may only use symbols of libraries it names, never the
 # core's (the core exports none): the api table is the whole contract.
 PLUGIN_LDFLAGS := -shared -Wl,-z,defs $(SANITIZE)
@@ -51,15 +52,12 @@ $(BUILD)/horde-node: $(BUILD)/obj/core/main.o $(CORE_OBJS)
 $(BUILD)/obj/core:
 	mkdir -p $@
 
-# ---- lib: source shared by plugins ------------------------------------------
-# Plugins link nothing of the core (-z defs), so shared code is compiled
-# position-independent with hidden symbols and linked into each plugin that
-# lists it; one object serves them all (no per-plugin flags).
-LIB_HDRS := $(wildcard lib/*/*.h)
-
-$(BUILD)/obj/lib/%.o: lib/%.c $(CORE_HDRS) $(LIB_HDRS)
-	@mkdir -p $(dir $@)
-	$(CC) $(PLUGIN_CFLAGS) -c $< -o $@
+# ---- code shared between plugins --------------------------------------------
+# Plugins link nothing of the core (-z defs), so code several plugins need is
+# compiled into each: it lives in its owner's plugins/<owner>/shared/, built
+# once by the owner's rule (position-independent, hidden symbols) and linked
+# into every plugin that lists it. Included as "<owner>/shared/<file>.h".
+SHARED_HDRS := $(wildcard plugins/*/shared/*.h)
 
 # ---- plugins ----------------------------------------------------------------
 PLUGINS := $(notdir $(patsubst %/,%,$(dir $(wildcard plugins/*/))))
@@ -70,7 +68,7 @@ $(1)_SRCS ?= $$(wildcard plugins/$(1)/*.c)
 $(1)_OBJS := $$($(1)_SRCS:%.c=$(BUILD)/obj/%.o)
 $(1)_TEST_OBJS := $$($(1)_TEST_SRCS:%.c=$(BUILD)/obj/%.o)
 $(1)_TESTS := $$(patsubst plugins/$(1)/tests/%.c,$(BUILD)/tests/$(1)/%,$$(wildcard plugins/$(1)/tests/test_*.c))
-$(BUILD)/obj/plugins/$(1)/%.o: plugins/$(1)/%.c $(CORE_HDRS) $(LIB_HDRS) $$(wildcard plugins/$(1)/*.h plugins/$(1)/*/*.h)
+$(BUILD)/obj/plugins/$(1)/%.o: plugins/$(1)/%.c $(CORE_HDRS) $(SHARED_HDRS) $$(wildcard plugins/$(1)/*.h plugins/$(1)/*/*.h)
 	@mkdir -p $$(dir $$@)
 	$$(CC) $$(PLUGIN_CFLAGS) $$($(1)_CFLAGS) -Iplugins/$(1) -c $$< -o $$@
 $(BUILD)/plugins/$(1).so: $$($(1)_OBJS)
@@ -107,9 +105,9 @@ abi-tests: all
 	@$(MAKE) --no-print-directory -C tests/abi HN_BUILD=$(abspath $(BUILD)) SANITIZE="$(SANITIZE)"
 
 integration-tests: all abi-tests
-	HN_BUILD=$(abspath $(BUILD)) /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/integration $(wildcard plugins/*/tests/test_*.py) tests/reliability
-	HN_BUILD=$(abspath $(BUILD)) /usr/bin/python3 -m pytest -q -p no:cacheprovider --storage=postgres $(wildcard plugins/broker/tests/test_broker_*.py)
-	HN_BUILD=$(abspath $(BUILD)) /usr/bin/python3 -m pytest -q -p no:cacheprovider --storage=postgres-cluster $(wildcard plugins/broker/tests/test_broker_*.py)
+	HN_BUILD=$(abspath $(BUILD)) sh scripts/pytest -q tests/integration $(wildcard plugins/*/tests/test_*.py) tests/reliability
+	HN_BUILD=$(abspath $(BUILD)) sh scripts/pytest -q --storage=postgres $(wildcard plugins/broker/tests/test_broker_*.py)
+	HN_BUILD=$(abspath $(BUILD)) sh scripts/pytest -q --storage=postgres-cluster $(wildcard plugins/broker/tests/test_broker_*.py)
 
 check: all unit-tests abi-tests integration-tests fuzz-replay
 

@@ -12,12 +12,9 @@ chown'd to it. Client programs (psql) connect over TCP with trust auth.
 The server runs with fsync off: tests are about behaviour, not power cuts;
 the storage provider still asks for synchronous commits per session.
 
-Usage from a test module (there is deliberately no conftest.py next to the
-tests: a second conftest module would shadow the repository's `conftest` that
-test modules import from):
+Usage from a test module run by scripts/pytest (which puts tests/ on the
+module path, next to tests/harness.py):
 
-    from conftest import ROOT
-    sys.path.insert(0, os.path.join(ROOT, "tests"))
     import pg
     from pg import pg_server, pg_dsn      # fixtures
 

@@ -6,7 +6,7 @@ auth_TEST_SRCS := plugins/auth/auth_keys.c plugins/auth/auth_users.c \
                   plugins/auth/auth_details.c plugins/auth/auth_form.c \
                   plugins/storage-sqlite/sqlite_store.c plugins/storage-sqlite/sqlite_conn.c \
                   plugins/storage-sqlite/sqlite_sync.c \
-                  lib/storage/storage_migrate.c lib/storage/storage_pool.c
+                  plugins/storage-sqlite/shared/storage_migrate.c plugins/storage-sqlite/shared/storage_pool.c
 # only the test programs need SQLite itself (pattern-specific, not in auth.so)
 $(BUILD)/tests/auth/%: private auth_LIBS += -lsqlite3
 $(BUILD)/tests/auth/%: private auth_CFLAGS += -Iplugins/storage-sqlite

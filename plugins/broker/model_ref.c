@@ -1,5 +1,5 @@
 /* broker: the model reference; see model_ref.h. The parsing and the rules
- * are lib/modelref, shared with the kudos plugin; the broker loads strictly. */
+ * are broker/shared/modelref, shared with the kudos plugin; the broker loads strictly. */
 #include "model_ref.h"
 
 br_model_ref *br_model_ref_load(const char *path, char *err, size_t errlen) {

@@ -1,7 +1,7 @@
 /* broker: the public horde's image model reference (stable_diffusion.json):
  * baselines, nsfw and inpainting flags, step/cfg/sampler requirements.
  *
- * The broker's names for lib/modelref (modelref.h: threads, ownership, the
+ * The broker's names for broker/shared/modelref (modelref.h: threads, ownership, the
  * rules for unknown names), loaded strictly: an entry that is not an object
  * makes the file invalid. Loaded once at init from the path in config key
  * `model_reference`; every query accepts a NULL reference (no file). */
@@ -13,7 +13,7 @@
 
 #include <jansson.h>
 
-#include "modelref/modelref.h"
+#include "broker/shared/modelref.h"
 
 typedef modelref br_model_ref;
 

@@ -1,5 +1,5 @@
 /* images-db: the plugin's state. The provider vtable, the signed URLs and
- * the routes they point to are lib/images (images_service.h), shared with
+ * the routes they point to are images-fs/shared (images_service.h), shared with
  * images-fs; this plugin gives them a backend of database rows
  * (images_provider.c over images_store.c).
  *
@@ -11,7 +11,7 @@
 
 #include <hn/hn.h>
 
-#include "images/images_service.h"
+#include "images-fs/shared/images_service.h"
 #include "images_store.h"
 
 typedef struct images_db_conf {

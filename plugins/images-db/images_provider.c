@@ -1,4 +1,4 @@
-/* images-db: the backend lib/images' provider and routes call
+/* images-db: the backend images-fs/shared's provider and routes call
  * (images_service.h): images as rows of the storage provider
  * (images_store.c). Every function blocks on the database. */
 #include "images_db.h"

@@ -17,7 +17,7 @@
 
 #include <hn/hn.h>
 
-#include "images/images_url.h"
+#include "images-fs/shared/images_url.h"
 
 typedef struct images_store {
     const hn_provider *storage; /* borrowed, valid from start to stop */

@@ -1,6 +1,6 @@
 /* images-fs: image files in one directory, by key.
  *
- * Keys follow lib/images' rules (images_key_valid: [A-Za-z0-9._-]{1,128},
+ * Keys follow images-fs/shared's rules (images_key_valid: [A-Za-z0-9._-]{1,128},
  * not starting with '.' and without ".."): a key is always a plain file name
  * inside the directory, never a path, and never one of our temp files
  * (".tmp-..."). Files are reached through a
@@ -21,7 +21,7 @@
 
 #include <hn/types.h>
 
-#include "images/images_url.h"
+#include "images-fs/shared/images_url.h"
 
 typedef struct images_dir {
     int fd;      /* O_DIRECTORY descriptor, -1 when closed */

@@ -1,5 +1,5 @@
 /* images-fs: the plugin's state. The provider vtable, the signed URLs and
- * the routes they point to are lib/images (images_service.h), shared with
+ * the routes they point to are images-fs/shared (images_service.h), shared with
  * images-db; this plugin gives them a backend of files (images_provider.c
  * over images_files.c) and keeps its secret in a file (images_sign.c).
  *
@@ -11,7 +11,7 @@
 
 #include <hn/hn.h>
 
-#include "images/images_service.h"
+#include "images-fs/shared/images_service.h"
 #include "images_files.h"
 #include "images_sign.h"
 

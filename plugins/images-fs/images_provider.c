@@ -1,4 +1,4 @@
-/* images-fs: the backend lib/images' provider and routes call
+/* images-fs: the backend images-fs/shared's provider and routes call
  * (images_service.h): one file per key in the images folder
  * (images_files.c). Every function blocks on the disk. */
 #include <stdio.h>

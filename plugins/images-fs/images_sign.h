@@ -1,5 +1,5 @@
 /* images-fs: the node secret the URLs are signed with (the signatures
- * themselves are lib/images/images_url.h). The secret is the node's: config
+ * themselves are plugins/images-fs/shared/images_url.h). The secret is the node's: config
  * `secret`, or 32 random bytes (hex) generated once into
  * <data_dir>/images.secret with mode 0600. Nothing here keeps state between
  * calls. */
@@ -12,7 +12,7 @@
 
 #include <hn/types.h>
 
-#include "images/images_url.h"
+#include "images-fs/shared/images_url.h"
 
 /* Reads the secret from path, or creates it there (mode 0600, written to a
  * temp file and linked into place, so two processes starting at once agree on

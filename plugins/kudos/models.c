@@ -1,5 +1,5 @@
 /* kudos: the model reference; see models.h. The parsing and the rules are
- * lib/modelref, shared with the broker; kudos loads leniently. */
+ * broker/shared/modelref, shared with the broker; kudos loads leniently. */
 #include "models.h"
 
 kd_model_ref *kd_model_ref_load(const char *path, char *err, size_t errlen) {

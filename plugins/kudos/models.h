@@ -2,7 +2,7 @@
  * reference (stable_diffusion.json): each model's baseline (for the baseline
  * multipliers of §3.2/§3.3) and its requirements.max_steps (the upfront rule).
  *
- * The kudos plugin's names for lib/modelref (modelref.h: threads, ownership,
+ * The kudos plugin's names for broker/shared/modelref (modelref.h: threads, ownership,
  * the rules for unknown names), loaded leniently: an entry that is not an
  * object is ignored (that model is unknown). Loaded once at init from config
  * `model_reference`; every query accepts a NULL reference (no file). */
@@ -12,7 +12,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#include "modelref/modelref.h"
+#include "broker/shared/modelref.h"
 
 typedef modelref kd_model_ref;
 

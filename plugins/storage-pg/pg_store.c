@@ -11,8 +11,8 @@
 #include <time.h>
 
 #include "pg_conn.h"
-#include "storage/storage_migrate.h"
-#include "storage/storage_pool.h"
+#include "storage-sqlite/shared/storage_migrate.h"
+#include "storage-sqlite/shared/storage_pool.h"
 
 #define KEYWORDS 8
 
@@ -23,7 +23,7 @@ struct pg_store {
     const char *keywords[KEYWORDS + 1];
     const char *values[KEYWORDS + 1];
     pg_conn_config cfg;      /* what every connection is opened with */
-    storage_pool pool;       /* lib/storage: LIFO, opened on demand up to max_connections */
+    storage_pool pool;       /* storage-sqlite/shared: LIFO, opened on demand up to max_connections */
 };
 
 static hn_db *pool_open(void *ctx, hn_error *err) {
@@ -232,7 +232,7 @@ static hn_rc vt_begin(hn_db *c, hn_error *err) { return pg_conn_begin(c, err); }
 static hn_rc vt_commit(hn_db *c, hn_error *err) { return pg_conn_commit(c, err); }
 static hn_rc vt_rollback(hn_db *c, hn_error *err) { return pg_conn_rollback(c, err); }
 
-/* ---- migrations (lib/storage, shared with storage-sqlite) ------------------ */
+/* ---- migrations (storage-sqlite/shared, shared with storage-sqlite) ------------------ */
 
 static hn_rc exec_script(hn_db *c, const char *sql, hn_error *err) {
     return pg_conn_exec_script(c, sql, err);

@@ -4,9 +4,9 @@
 storage-pg_CFLAGS    := $(shell pkg-config --cflags libpq 2>/dev/null || echo -I/usr/include/postgresql)
 storage-pg_LIBS      := $(shell pkg-config --libs libpq 2>/dev/null || echo -lpq) -lpthread
 storage-pg_TEST_SRCS := plugins/storage-pg/pg_sql.c
-# migrations and the connection pool are shared with storage-sqlite (lib/storage)
-storage-pg_SRCS      := $(wildcard plugins/storage-pg/*.c) lib/storage/storage_migrate.c \
-                        lib/storage/storage_pool.c
+# migrations and the connection pool are shared with storage-sqlite (storage-sqlite/shared)
+storage-pg_SRCS      := $(wildcard plugins/storage-pg/*.c) plugins/storage-sqlite/shared/storage_migrate.c \
+                        plugins/storage-sqlite/shared/storage_pool.c
 
 # The contract test plugin: routes that drive whichever storage provider the
 # node uses, so one pytest suite checks storage-sqlite and storage-pg alike.

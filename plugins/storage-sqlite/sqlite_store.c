@@ -13,13 +13,13 @@
 
 #include "sqlite_conn.h"
 #include "sqlite_sync.h"
-#include "storage/storage_migrate.h"
-#include "storage/storage_pool.h"
+#include "storage-sqlite/shared/storage_migrate.h"
+#include "storage-sqlite/shared/storage_pool.h"
 
 struct sq_store {
     sq_options opt;          /* opt.path points to path_copy */
     char *path_copy;
-    storage_pool pool;       /* lib/storage: LIFO, opened on demand up to max_connections */
+    storage_pool pool;       /* storage-sqlite/shared: LIFO, opened on demand up to max_connections */
     sq_group_sync sync;      /* used in SQ_SYNC_GROUP mode only */
     sq_write_gate gate;      /* one writer at a time within this process */
 };
@@ -243,7 +243,7 @@ static hn_rc vt_rollback(hn_db *c, hn_error *err) {
     return run_simple(c, "ROLLBACK", err);
 }
 
-/* ---- migrations (lib/storage, shared with storage-pg) ---------------------- */
+/* ---- migrations (storage-sqlite/shared, shared with storage-pg) ---------------------- */
 
 /* Each step runs in its own IMMEDIATE transaction (vt_begin), which already
  * keeps a second process out until it ends: no lock statement needed. */

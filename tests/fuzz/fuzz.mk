@@ -39,17 +39,17 @@ fuzz_pickle_LIBS      := -lm
 fuzz_zip_SRCS         := $(FUZZ_ENGINE)/zip.c $(FUZZ_ENGINE)/error_text.c
 fuzz_zip_LIBS         := -lz
 fuzz_prompt_SRCS      := $(FUZZ_ENGINE)/tokenizer.c $(FUZZ_ENGINE)/prompt_weights.c \
-                         $(FUZZ_ENGINE)/text_normalize.c $(FUZZ_ENGINE)/unicode_data.c \
+                         $(FUZZ_ENGINE)/text_normalize.c $(wildcard $(FUZZ_ENGINE)/unicode_data_*.c) \
                          $(FUZZ_ENGINE)/error_text.c
 fuzz_prompt_LIBS      := $(JANSSON_LIBS) -lz -lm
 fuzz_image_SRCS       := $(FUZZ_ENGINE)/image_io.c $(FUZZ_ENGINE)/error_text.c
 fuzz_image_LIBS       := $(shell pkg-config --libs libpng libwebp 2>/dev/null) -lm
-fuzz_signed_url_SRCS  := lib/images/images_url.c
+fuzz_signed_url_SRCS  := plugins/images-fs/shared/images_url.c
 fuzz_signed_url_LIBS  := -lcrypto
 
 # Every header folder a harness or a linked file needs; a plugin's own folder
 # first for its files (their names do not collide across these plugins).
-FUZZ_INCLUDES := -Icore/include -Icore -Ilib -Iplugins/broker -Iplugins/cuda-sd -Iplugins/images-fs \
+FUZZ_INCLUDES := -Icore/include -Icore -Iplugins -Iplugins/broker -Iplugins/cuda-sd -Iplugins/images-fs \
                  $(shell pkg-config --cflags $(PKGS) libpng libwebp 2>/dev/null)
 FUZZ_DEFS     := -D_GNU_SOURCE -DHN_VERSION=\"$(VERSION)\" -DHN_PREFIX=\"$(PREFIX)\"
 fuzz_plugin_dir = $(if $(filter plugins/%,$(1)),-Iplugins/$(word 2,$(subst /, ,$(1))))

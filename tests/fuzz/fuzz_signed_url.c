@@ -1,5 +1,5 @@
 /* Fuzz target: the signed image URLs of images-fs and images-db
- * (lib/images/images_url.c): the image key from the path (which
+ * (plugins/images-fs/shared/images_url.c): the image key from the path (which
  * must never name anything outside the images folder) and the expires/sig
  * query values checked against the node secret.
  *
@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "images/images_url.h"
+#include "images-fs/shared/images_url.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -7,7 +7,7 @@ import subprocess
 import pytest
 import requests
 
-from conftest import BINARY, BUILD, node_config
+from harness import BINARY, BUILD, node_config
 
 ABI = os.path.join(BUILD, "abi")
 

@@ -9,7 +9,7 @@ import time
 
 import requests
 
-from conftest import BINARY, BUILD, ROOT, node_config
+from harness import BINARY, BUILD, ROOT, node_config
 
 HELLO = os.path.join(BUILD, "abi", "hello.so")
 

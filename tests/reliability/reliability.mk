@@ -13,7 +13,7 @@ reliability: $(BUILD)/horde-node $(RELIABILITY_PLUGINS:%=$(BUILD)/plugins/%.so) 
 	    || { cat $(BUILD)/reliability-replay.txt; exit 1; }
 	HN_BUILD=$(abspath $(BUILD)) HN_RELIABILITY_SCALE=$(RELIABILITY_SCALE) \
 	    HN_RELIABILITY_REPORT=$(abspath $(BUILD))/reliability.jsonl \
-	    /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/reliability; st=$$?; \
+	    sh scripts/pytest -q tests/reliability; st=$$?; \
 	HN_RELIABILITY_SCALE=$(RELIABILITY_SCALE) /usr/bin/python3 tests/reliability/report.py \
 	    $(BUILD)/reliability.jsonl $(FUZZ_BUILD) $(BUILD)/reliability-replay.txt > docs/RELIABILITY.md; \
 	echo "reliability: docs/RELIABILITY.md written"; exit $$st

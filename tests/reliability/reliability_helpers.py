@@ -21,7 +21,7 @@ import zlib
 
 import requests
 
-from conftest import SHARED
+from harness import SHARED
 
 API = "/api/v2"
 REFERENCE = os.path.join(SHARED, "data", "model-reference", "stable_diffusion.json")

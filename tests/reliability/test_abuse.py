@@ -367,7 +367,7 @@ def test_secrets_stay_out_of_logs_answers_and_the_database(make_node):
     assert not [c for c in cols if c in ("api_key", "apikey", "key")], cols
     # a DB password in a storage-pg dsn: a node that cannot connect names the
     # server, never the password
-    from conftest import BUILD
+    from harness import BUILD
     if not os.path.exists(os.path.join(BUILD, "plugins", "storage-pg.so")):
         record("secrets (API keys, URL signing key) searched in the debug log, %d answers,"
                " `-t` output and every data file" % len(answers), len(keys) + 1,
@@ -395,7 +395,7 @@ def test_secrets_stay_out_of_logs_answers_and_the_database(make_node):
 # ---- rate limits (helper "moderation"'s plugins/broker/rate_limit.c) ---------------------------
 
 def _has_rate_limits():
-    from conftest import BUILD
+    from harness import BUILD
     try:
         with open(os.path.join(BUILD, "plugins", "broker.so"), "rb") as f:
             return b"rate_limit_loopback" in f.read()

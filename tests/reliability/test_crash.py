@@ -195,7 +195,7 @@ def test_full_disk_refuses_cleanly_and_keeps_what_it_had(make_node, monkeypatch)
     full for it). Requests that need to write are refused with a horde
     envelope, the node keeps answering, nothing already committed is lost,
     and after a restart without the limit it works again."""
-    import conftest
+    import harness
     h = Horde(make_node)
     r = h.post("/generate/async", h.generate_body(), key=h.keys["alice"])
     assert r.status_code == 202, r.text
@@ -210,9 +210,9 @@ def test_full_disk_refuses_cleanly_and_keeps_what_it_had(make_node, monkeypatch)
         kw["preexec_fn"] = _fsize_limit(limit)
         return real_popen(*a, **kw)
 
-    monkeypatch.setattr(conftest.subprocess, "Popen", capped)
+    monkeypatch.setattr(harness.subprocess, "Popen", capped)
     h.node.start()
-    monkeypatch.setattr(conftest.subprocess, "Popen", real_popen)
+    monkeypatch.setattr(harness.subprocess, "Popen", real_popen)
     tries = count(60)
     statuses = {}
     big = "x" * 900  # each stored request body ~1 KB: the cap is reached quickly

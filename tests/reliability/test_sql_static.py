@@ -12,7 +12,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 SQL = re.compile(r"\b(SELECT|INSERT\s+INTO|UPDATE\s+\w+\s+SET|DELETE\s+FROM|WHERE)\b")
 PRINTF = re.compile(r"\b(v?s?n?printf|asprintf|hn_sb_printf|\w*_printf)\s*\(")
 # identifiers a printf-built statement may fill in: names of tables chosen by
-# the code itself (plugins/broker/styles.c: styles or collections)
+# the code itself (plugins/broker/styles.c: styles or collections;
+# plugins/storage-sqlite/shared/storage_migrate.c: m->table, the provider's
+# constant version table)
 ALLOWED_ARGS = {"table"}
 
 
@@ -84,7 +86,8 @@ LITERAL_CHOICE = re.compile(r"[^\"]*\?\s*" + LITERAL + r":\s*" + LITERAL, re.S)
 
 
 def _safe(arg):
-    return arg in ALLOWED_ARGS or LITERAL_CHOICE.fullmatch(arg) is not None
+    field = re.sub(r"^[A-Za-z_]\w*(?:->|\.)", "", arg)  # m->table, m.table: the field's name
+    return field in ALLOWED_ARGS or LITERAL_CHOICE.fullmatch(arg) is not None
 
 
 def test_sql_values_are_always_bound():

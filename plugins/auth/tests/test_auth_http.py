@@ -1,7 +1,7 @@
 """auth, black-box: a real horde-node (storage-sqlite + auth) on a loopback port.
 
-Nodes come from the repo's conftest.py (make_node). Run:
-    /usr/bin/python3 -m pytest plugins/auth/tests/test_auth_http.py
+Nodes come from tests/harness.py (make_node). Run:
+    scripts/pytest plugins/auth/tests/test_auth_http.py
 """
 import html
 import re

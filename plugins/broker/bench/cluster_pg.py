@@ -17,11 +17,10 @@ import urllib.request
 
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(BENCH_DIR, "..", "..", ".."))
-sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 
 import pg  # noqa: E402
-from conftest import free_port, node_config  # noqa: E402
+from harness import free_port, node_config  # noqa: E402
 
 CONNS = 32
 

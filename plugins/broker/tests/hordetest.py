@@ -3,7 +3,7 @@ images-fs and broker on a random loopback port, a few users made with
 `horde-node user create`, and thin wrappers over the horde API.
 
 Imported by the test_*.py files next to it (pytest puts this folder on
-sys.path). Node and node_config come from the repository's conftest.py.
+sys.path). Node and node_config come from tests/harness.py.
 """
 import base64
 import os
@@ -14,7 +14,7 @@ import zlib
 import pytest
 import requests
 
-from conftest import ROOT, SHARED, Node, node_config
+from harness import ROOT, SHARED, Node, node_config
 
 API = "/api/v2"
 REFERENCE = os.path.join(SHARED, "data", "model-reference", "stable_diffusion.json")

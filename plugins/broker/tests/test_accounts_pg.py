@@ -6,7 +6,7 @@ import sys
 import pytest
 import requests
 
-from conftest import ROOT, Node, node_config
+from harness import ROOT, Node, node_config
 
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 from pg import pg_dsn, pg_server  # noqa: E402,F401  (fixtures)

@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from conftest import ROOT
+from harness import ROOT
 from hordetest import Horde, _finish, assert_error
 
 HERE = os.path.dirname(os.path.abspath(__file__))

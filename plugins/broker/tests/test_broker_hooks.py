@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from conftest import ROOT
+from harness import ROOT
 from hordetest import assert_error, make_horde  # noqa: F401
 
 HERE = os.path.dirname(os.path.abspath(__file__))

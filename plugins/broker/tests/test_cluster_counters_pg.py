@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from conftest import ROOT
+from harness import ROOT
 from test_cluster_pg import Cluster, register_workers, wait_done
 
 sys.path.insert(0, os.path.join(ROOT, "tests"))

@@ -13,7 +13,7 @@ Real PostgreSQL (tests/pg.py), real broker processes over loopback HTTP."""
 import os
 import sys
 
-from conftest import ROOT
+from harness import ROOT
 from hordetest import REGEN
 from test_cluster_counters_pg import finish, user_records, wait_for
 from test_cluster_pg import Cluster, register_workers

@@ -12,7 +12,7 @@ import time
 import pytest
 import requests
 
-from conftest import ROOT, Node, node_config
+from harness import ROOT, Node, node_config
 from hordetest import REFERENCE, REGEN, WEBP_1PX, b64
 
 sys.path.insert(0, os.path.join(ROOT, "tests"))

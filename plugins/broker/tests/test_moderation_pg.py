@@ -7,7 +7,7 @@ import sys
 import pytest
 import requests
 
-from conftest import ROOT, Node, node_config
+from harness import ROOT, Node, node_config
 from hordetest import REGEN, WEBP_1PX, b64
 
 sys.path.insert(0, os.path.join(ROOT, "tests"))

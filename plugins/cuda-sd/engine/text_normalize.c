@@ -1,7 +1,7 @@
 /* text_normalize.c - see text_normalize.h. The rules are those of ftfy 6
  * (fix_text / fix_and_explain and its fixers), CPython's html.unescape,
  * str.lower and unicodedata.normalize("NFC"), re-implemented over the
- * generated tables of unicode_data.c. */
+ * generated tables of unicode_data.h (unicode_data_*.c). */
 #include "text_normalize.h"
 
 #include <stdlib.h>

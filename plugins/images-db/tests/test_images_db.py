@@ -6,7 +6,7 @@ PostgreSQL serving each other's images.
 Provider calls go through the storage contract test plugin
 (build/tests/storage-pg/contract.so, which also drives the `images`
 provider). PostgreSQL comes from tests/pg.py. Run:
-    /usr/bin/python3 -m pytest plugins/images-db/tests/test_images_db.py
+    scripts/pytest plugins/images-db/tests/test_images_db.py
 """
 import hashlib
 import hmac
@@ -19,7 +19,7 @@ import time
 import pytest
 import requests
 
-from conftest import BINARY, BUILD, ROOT, node_config
+from harness import BINARY, BUILD, ROOT, node_config
 
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 import pg  # noqa: E402

@@ -1,4 +1,4 @@
-/* images-db: key rules, signature edges and content sniffing (lib/images/images_url.c).
+/* images-db: key rules, signature edges and content sniffing (plugins/images-fs/shared/images_url.c).
  * The HMAC itself is checked against Python's hmac in test_images_db.py. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -8,7 +8,7 @@
 
 #include <cmocka.h>
 
-#include "images/images_url.h"
+#include "images-fs/shared/images_url.h"
 
 #define S "a-secret-of-enough-length"
 

@@ -3,8 +3,8 @@
 The test signs URLs itself with the node's secret (configured, or read from
 <data_dir>/images.secret), following the documented scheme:
     sig = hex(HMAC-SHA256(secret, METHOD + "\\n" + key + "\\n" + expires))
-Nodes come from the repo's conftest.py (make_node). Run:
-    /usr/bin/python3 -m pytest plugins/images-fs/tests/test_images_http.py
+Nodes come from tests/harness.py (make_node). Run:
+    scripts/pytest plugins/images-fs/tests/test_images_http.py
 """
 import hashlib
 import hmac

@@ -3,7 +3,7 @@ ledger after a crash (SIGKILL) between the broker's commit and the ledger's,
 reservations released when a request ends (generation_ended), worker details
 (worker_details) and promotion reaching auth's roles (user_set_roles).
 
-Run with /usr/bin/python3 -m pytest; the Horde helper is test_kudos_http's.
+Run with scripts/pytest; the Horde helper is test_kudos_http's.
 """
 import os
 import sqlite3

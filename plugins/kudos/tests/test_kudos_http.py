@@ -1,6 +1,6 @@
 """Black-box tests of the kudos plugin: real horde-node processes (storage-sqlite,
 auth, images-fs, broker, kudos) on random loopback ports, driven over HTTP and
-the command line. Run with /usr/bin/python3 -m pytest.
+the command line. Run with scripts/pytest.
 
 The price model and the model reference are read from the shared data folder
 (HN_SHARED or ../shared); tests that need them are skipped without it.
@@ -15,7 +15,7 @@ import sys
 import pytest
 import requests
 
-from conftest import BUILD, ROOT, SHARED
+from harness import BUILD, ROOT, SHARED
 
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 from pg import pg_dsn, pg_server  # noqa: E402,F401  (fixtures)

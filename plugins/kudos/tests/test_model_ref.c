@@ -1,4 +1,4 @@
-/* lib/modelref through the kudos plugin's names (models.h) and directly:
+/* broker/shared/modelref through the kudos plugin's names (models.h) and directly:
  * lenient loading (kudos) ignores entries that are not objects, strict
  * loading (the broker's) refuses the file; baselines of known and unknown
  * names; max_steps, nsfw, inpainting and requirements; a NULL reference. */

@@ -4,7 +4,7 @@ made with `horde-node user create`, datasets imported with `horde-node ratings
 import`, and thin wrappers over the ratings API.
 
 Imported by the test_*.py files next to it (pytest puts this folder on
-sys.path). Node and node_config come from the repository's conftest.py.
+sys.path). Node and node_config come from tests/harness.py.
 """
 import base64
 import json

@@ -1,7 +1,7 @@
 """Black-box tests of the ratings API v1 (/api/v1/...): pops, ratings, datasets,
 image ratings, the moderation listings, their status codes and rcs, and the
 kudos each accepted rating pays, over real HTTP against real nodes.
-Run with /usr/bin/python3 -m pytest."""
+Run with scripts/pytest."""
 import os
 import sqlite3
 import time

@@ -7,7 +7,7 @@ import json
 import os
 import sys
 
-from conftest import ROOT
+from harness import ROOT
 from ratingstest import V1, V2, Ratings, assert_error, entries
 
 sys.path.insert(0, os.path.join(ROOT, "tests"))

@@ -1,7 +1,7 @@
 """Black-box tests of the image pool fed by shared generations, of POST
 /api/v2/generate/rate/{id} (a requester rates their own shared request, with
 the horde's rcs and rewards), and of the export (command and download)
-against what was rated. Run with /usr/bin/python3 -m pytest."""
+against what was rated. Run with scripts/pytest."""
 import csv
 import io
 import json

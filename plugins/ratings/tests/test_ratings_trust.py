@@ -1,6 +1,6 @@
 """Black-box tests of the trust rules: captchas with known answers, fast
 raters, divergence from the image mean; timeouts, trust, and what the export
-leaves out. Run with /usr/bin/python3 -m pytest."""
+leaves out. Run with scripts/pytest."""
 import json
 
 from ratingstest import V1, Ratings, assert_error, entries

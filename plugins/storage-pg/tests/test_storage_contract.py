@@ -7,7 +7,7 @@ goes through a real node, real threads and a real database.
 
 PostgreSQL comes from tests/pg.py (one real server per run). Run:
     make build/tests/storage-pg/contract.so build/plugins/storage-pg.so
-    /usr/bin/python3 -m pytest plugins/storage-pg/tests/test_storage_contract.py
+    scripts/pytest plugins/storage-pg/tests/test_storage_contract.py
 """
 import concurrent.futures
 import os
@@ -20,7 +20,7 @@ import time
 import pytest
 import requests
 
-from conftest import BINARY, BUILD, ROOT, free_port
+from harness import BINARY, BUILD, ROOT, free_port
 
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 import pg  # noqa: E402

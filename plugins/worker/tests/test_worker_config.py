@@ -5,7 +5,7 @@ import subprocess
 
 import pytest
 
-from conftest import node_config
+from harness import node_config
 
 
 def lines_of(text, key):
@@ -105,7 +105,7 @@ def test_a_generator_is_needed(make_node):
 @pytest.mark.parametrize("sample", ["../../etc/horde-node.conf", "worker.conf.sample"])
 def test_the_sample_configs_pass(sample, tmp_path):
     import os
-    from conftest import BINARY
+    from harness import BINARY
     path = os.path.normpath(os.path.join(
         os.path.dirname(os.path.dirname(os.path.abspath(__file__))), sample))
     r = subprocess.run([BINARY, "-t", "-c", path, "--data-dir", str(tmp_path)],

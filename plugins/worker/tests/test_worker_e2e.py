@@ -240,7 +240,7 @@ def test_remote_worker_serves_a_separate_broker(make_node, shared_dir):
 
 
 def test_worker_waits_for_a_horde_that_is_down(make_node, shared_dir):
-    from conftest import free_port
+    from harness import free_port
     broker = make_node(load=BROKER_PLUGINS, providers=BROKER_PROVIDERS, plugins={"broker": {}},
                        start=False)
     key = create_user(broker, "dreamer", "--trusted")

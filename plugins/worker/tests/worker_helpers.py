@@ -56,7 +56,7 @@ def worker_keys(**overrides):
 
 def command(node, *args):
     """`horde-node ... args`; fails on sanitizer reports in its output."""
-    from conftest import ALERTS
+    from harness import ALERTS
     r = node.command(*args)
     bad = [l for l in (r.stdout + r.stderr).splitlines() if any(a in l for a in ALERTS)]
     assert not bad, "\n".join(bad[:20])

@@ -1,4 +1,4 @@
-/* lib/images: the `images` provider vtable over a backend, and its signed
+/* images-fs/shared: the `images` provider vtable over a backend, and its signed
  * URLs (see images_service.h). */
 #include <inttypes.h>
 #include <stdio.h>

@@ -1,4 +1,4 @@
-/* lib/images: the part of an `images` provider (core/include/hn/images.h)
+/* images-fs/shared: the part of an `images` provider (core/include/hn/images.h)
  * that does not depend on where the bytes live, shared by images-fs (files)
  * and images-db (database rows):
  *   - the provider vtable images_service_vt: put/get/exists/remove answer

@@ -1,5 +1,5 @@
-/* lib/storage: a provider's connection pool (storage_pool.h). */
-#include "storage/storage_pool.h"
+/* storage-sqlite/shared: a provider's connection pool (storage_pool.h). */
+#include "storage-sqlite/shared/storage_pool.h"
 
 #include <hn/error.h>
 

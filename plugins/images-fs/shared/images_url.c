@@ -1,4 +1,4 @@
-/* lib/images: key rules, URL signatures, content types (see images_url.h). */
+/* images-fs/shared: key rules, URL signatures, content types (see images_url.h). */
 #include "images_url.h"
 
 #include <hn/error.h>

@@ -1,5 +1,5 @@
-/* lib/storage: migrations over a provider's vtable (storage_migrate.h). */
-#include "storage/storage_migrate.h"
+/* storage-sqlite/shared: migrations over a provider's vtable (storage_migrate.h). */
+#include "storage-sqlite/shared/storage_migrate.h"
 
 #include <stdarg.h>
 #include <stdio.h>

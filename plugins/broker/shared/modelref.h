@@ -1,4 +1,4 @@
-/* lib/modelref: the public horde's image model reference
+/* broker/shared/modelref: the public horde's image model reference
  * (stable_diffusion.json: an object of model name -> record with
  * "baseline", "nsfw", "inpainting", "requirements"), read by the broker and
  * the kudos plugin alike.
@@ -11,7 +11,7 @@
  * Ownership: modelref_load returns a reference the caller owns and frees
  * with modelref_free. Strings and JSON values a query returns are borrowed
  * from the reference (valid until it is freed) or static; never free them.
- * Compiled into each plugin that lists lib/modelref/modelref.c (needs
+ * Compiled into each plugin that lists plugins/broker/shared/modelref.c (needs
  * jansson). */
 #ifndef LIB_MODELREF_H
 #define LIB_MODELREF_H

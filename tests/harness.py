@@ -1,12 +1,18 @@
-"""Shared pytest fixtures for horde-node's black-box tests.
+"""Shared pytest fixtures for horde-node's black-box tests (a pytest plugin).
 
 Every test that needs a node starts real `horde-node` processes on random
 loopback ports with a temporary config and data dir, and talks to them over
-real HTTP. Run with Debian's interpreter: /usr/bin/python3 -m pytest.
+real HTTP, under Debian's interpreter (/usr/bin/python3, through scripts/pytest).
 
     def test_x(make_node):
         node = make_node(load=["storage-sqlite", "auth"], plugins={"auth": {...}})
         r = requests.get(node.url + "/api/v2/status/heartbeat")
+
+Loaded as a plugin, not found as a conftest.py: scripts/pytest puts tests/ on
+PYTHONPATH and passes `-p harness`, so the fixtures and the --storage option
+serve tests/ and every plugins/<name>/tests/ alike, and test modules import
+helpers from it (`from harness import node_config`). Run any test with
+scripts/pytest (it takes pytest's arguments).
 
 Environment: HN_BUILD (default ./build) and HN_SHARED (default ../shared).
 """
@@ -18,7 +24,7 @@ import time
 
 import pytest
 
-ROOT = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUILD = os.path.abspath(os.environ.get("HN_BUILD", os.path.join(ROOT, "build")))
 SHARED = os.path.abspath(os.environ.get("HN_SHARED", os.path.join(ROOT, "..", "shared")))
 BINARY = os.path.join(BUILD, "horde-node")

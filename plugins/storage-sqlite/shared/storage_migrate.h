@@ -1,4 +1,4 @@
-/* lib/storage: the `migrate` and `schema_version` calls of a storage
+/* storage-sqlite/shared: the `migrate` and `schema_version` calls of a storage
  * provider, written once over the provider's own vtable (storage-sqlite and
  * storage-pg share them; core/include/hn/storage.h says what they promise).
  *

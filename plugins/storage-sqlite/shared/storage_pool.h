@@ -1,4 +1,4 @@
-/* lib/storage: the connection pool of a storage provider (storage-sqlite and
+/* storage-sqlite/shared: the connection pool of a storage provider (storage-sqlite and
  * storage-pg): connections opened on demand up to a limit, lent out LIFO
  * (the most recently used, with the warmest statement cache, goes out
  * first); past the limit `acquire` waits up to busy_timeout_ms for one to

@@ -1,4 +1,4 @@
-/* lib/images: GET /images/{key} and PUT /upload/{key}, the targets of the
+/* images-fs/shared: GET /images/{key} and PUT /upload/{key}, the targets of the
  * signed URLs (answers: images_service.h). The backend's work runs on the
  * node's pool; the request is suspended meanwhile and answered from the done
  * callback on its loop. */

@@ -1,4 +1,4 @@
-/* lib/images: image keys, signed expiring URLs, content types, and the
+/* images-fs/shared: image keys, signed expiring URLs, content types, and the
  * error filler; the rules images-fs and images-db share, so a client or a
  * worker cannot tell the two providers apart:
  *   GET <public_url>/images/<key>?expires=<unix s>&sig=<hex>
@@ -12,7 +12,7 @@
  *
  * Pure functions, no state: safe from any thread. Every pointer argument is
  * borrowed for the call; nothing returned needs freeing. Compiled into each
- * plugin that lists lib/images/images_url.c (needs -lcrypto). */
+ * plugin that lists plugins/images-fs/shared/images_url.c (needs -lcrypto). */
 #ifndef LIB_IMAGES_URL_H
 #define LIB_IMAGES_URL_H
 

@@ -1,4 +1,4 @@
-/* lib/modelref: the model reference; see modelref.h. */
+/* broker/shared/modelref: the model reference; see modelref.h. */
 #include "modelref.h"
 
 #include <stdio.h>
